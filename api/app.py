@@ -1,0 +1,74 @@
+"""The FastAPI application: shared clients in the lifespan, routers, error handlers, request ids."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request
+from redis.asyncio import Redis
+
+from api import health_router, ranking_router
+from api.errors import install_error_handlers
+from api.ranking_service import RankingService
+from api.result_waiter import ResultWaiter
+from api.worker_registry import WorkerRegistry
+from shared.celery_app import create_celery_app
+from shared.settings import Settings, get_settings
+
+log = logging.getLogger("api")
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """Build the HTTP app for `settings` (default: from the environment)."""
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        redis = Redis.from_url(settings.redis_url, socket_connect_timeout=1, socket_timeout=5, health_check_interval=10)
+        waiter = ResultWaiter(redis)
+        await waiter.start()
+        registry = WorkerRegistry(redis, settings.worker_ttl)
+        app.state.settings = settings
+        app.state.redis = redis
+        app.state.worker_registry = registry
+        app.state.ranking_service = RankingService(
+            settings, create_celery_app(settings, result_backend=False), waiter, registry
+        )
+        if settings.api_key is None:
+            log.warning("RERANK_API_KEY is not set: every route is open without authentication")
+        log.info("serving model %s; broker %s", settings.served_model_id, _redact(settings.redis_url))
+        try:
+            yield
+        finally:
+            await waiter.close()
+            await redis.aclose()
+
+    app = FastAPI(
+        title="Rerank Fleet",
+        version="0.1.0",
+        description="NIM-compatible text reranking served by a fleet of cross-encoder workers.",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    install_error_handlers(app)
+    app.include_router(health_router.router)
+    app.include_router(ranking_router.router)
+
+    @app.middleware("http")
+    async def request_id(request: Request, call_next):
+        request.state.request_id = (request.headers.get("x-request-id") or uuid.uuid4().hex)[:128]
+        response = await call_next(request)
+        response.headers["X-Request-ID"] = request.state.request_id
+        return response
+
+    return app
+
+
+def _redact(url: str) -> str:
+    """A Redis URL without its password, for logs."""
+    scheme, sep, rest = url.partition("://")
+    if "@" in rest:
+        rest = "***@" + rest.split("@", 1)[1]
+    return scheme + sep + rest

@@ -1,0 +1,104 @@
+"""The ranking service: check a request, enqueue it for a worker of its model, wait for the scores.
+
+Routes of every transport and dialect translate their bodies into a call of `RankingService.score`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+
+from celery import Celery
+from kombu.exceptions import OperationalError
+from redis.exceptions import RedisError
+
+from api.result_waiter import ResultWaiter
+from api.worker_registry import WorkerRegistry
+from shared.celery_app import RANK_TASK, interactive_queue
+from shared.errors import ErrorType, RerankError
+from shared.schemas import RankResult, RankTask, Truncate
+from shared.settings import Settings
+
+log = logging.getLogger(__name__)
+
+RETRY_AFTER_SECONDS = 5
+
+
+class RankingService:
+    """Sends ranking work to the workers through Redis and returns their results."""
+
+    def __init__(self, settings: Settings, celery: Celery, waiter: ResultWaiter, registry: WorkerRegistry) -> None:
+        self._settings = settings
+        self._celery = celery
+        self._waiter = waiter
+        self._registry = registry
+
+    async def score(
+        self, *, model: str, query: str, passages: list[str], truncate: Truncate, request_id: str | None = None
+    ) -> RankResult:
+        """Logits and token counts for every passage, in input order."""
+        if len(passages) > self._settings.max_passages:
+            raise RerankError(
+                ErrorType.TOO_LARGE,
+                f"{len(passages)} passages sent; at most {self._settings.max_passages} are accepted per request",
+            )
+        try:
+            await self._require_worker(model)
+            task = RankTask(
+                request_id=request_id or uuid.uuid4().hex,
+                model_id=model,
+                query=query,
+                passages=passages,
+                truncate=truncate,
+            )
+            task_id = uuid.uuid4().hex
+            async with self._waiter.expect(task_id) as pending:
+                await asyncio.to_thread(self._send, task_id, task)
+                meta = await pending.get(self._settings.request_timeout)
+        except (RedisError, OSError, OperationalError) as exc:
+            log.warning("broker unavailable: %s", exc)
+            raise RerankError(
+                ErrorType.UNAVAILABLE, "the message broker (Redis) is unreachable", retry_after=RETRY_AFTER_SECONDS
+            ) from None
+        if meta is None:
+            raise RerankError(
+                ErrorType.TIMEOUT, f"no worker answered within {self._settings.request_timeout:g} seconds"
+            )
+        return _unpack(meta)
+
+    async def served_models(self) -> list[str]:
+        """The configured model and every model a live worker announces."""
+        models = set(await self._registry.served_models())
+        models.add(self._settings.served_model_id)
+        return sorted(models)
+
+    async def _require_worker(self, model: str) -> None:
+        if await self._registry.live_workers(model):
+            return
+        if model != self._settings.served_model_id:
+            raise RerankError(ErrorType.NOT_FOUND, f"model {model!r} is not served here; GET /v1/models lists the models")
+        raise RerankError(
+            ErrorType.UNAVAILABLE, f"no worker is serving model {model!r} right now", retry_after=RETRY_AFTER_SECONDS
+        )
+
+    def _send(self, task_id: str, task: RankTask) -> None:
+        self._celery.send_task(
+            RANK_TASK,
+            args=[task.model_dump()],
+            task_id=task_id,
+            queue=interactive_queue(task.model_id),
+            expires=self._settings.request_timeout,  # a worker drops it once the client has given up
+            retry=False,
+        )
+
+
+def _unpack(meta: dict) -> RankResult:
+    """A worker's Celery result record → its scores, or the error it reported."""
+    result = meta.get("result") if meta.get("status") == "SUCCESS" else None
+    if isinstance(result, dict) and "ok" in result:
+        return RankResult.model_validate(result["ok"])
+    if isinstance(result, dict) and "error" in result:
+        raise RerankError.from_dict(result["error"])
+    log.error("task ended with status %s", meta.get("status"))
+    raise RerankError(ErrorType.INTERNAL, "the worker failed to score the request")

@@ -1,0 +1,37 @@
+"""Which models live workers serve, read from the registry the workers write (shared/registry.py)."""
+
+from __future__ import annotations
+
+import json
+import time
+
+from redis.asyncio import Redis
+
+from shared.registry import MODELS_PREFIX, model_workers_key, worker_info_key
+
+
+class WorkerRegistry:
+    """Reads worker heartbeats; a worker is live while its last heartbeat is younger than `ttl`."""
+
+    def __init__(self, redis: Redis, ttl: float) -> None:
+        self._redis = redis
+        self._ttl = ttl
+
+    async def live_workers(self, model_id: str) -> list[str]:
+        """Names of the workers that serve `model_id` now."""
+        members = await self._redis.zrangebyscore(model_workers_key(model_id), time.time() - self._ttl, "+inf")
+        return [m.decode() if isinstance(m, bytes) else m for m in members]
+
+    async def served_models(self) -> list[str]:
+        """Ids of every model with at least one live worker."""
+        models = []
+        async for key in self._redis.scan_iter(match=f"{MODELS_PREFIX}*", count=100):
+            model_id = (key.decode() if isinstance(key, bytes) else key)[len(MODELS_PREFIX) :]
+            if await self.live_workers(model_id):
+                models.append(model_id)
+        return sorted(models)
+
+    async def worker_info(self, worker_name: str) -> dict | None:
+        """What a worker last reported about itself (device, token limit, batch statistics)."""
+        raw = await self._redis.get(worker_info_key(worker_name))
+        return json.loads(raw) if raw else None

@@ -1,0 +1,1 @@
+"""Operations tooling: model builders for tests and benchmarks, benchmarks, drills, container files."""

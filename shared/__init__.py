@@ -1,0 +1,1 @@
+"""What the front door and the workers both import: settings, wire schemas, errors, Celery config."""

@@ -1,0 +1,45 @@
+"""The Celery configuration both sides use: the API sends tasks by name, workers consume them."""
+
+from __future__ import annotations
+
+from celery import Celery
+
+from shared.settings import Settings
+
+RANK_TASK = "rerank.rank"
+
+
+def interactive_queue(model_id: str) -> str:
+    """The queue of synchronous ranking requests for one model."""
+    return f"rank.{model_id}.interactive"
+
+
+def create_celery_app(settings: Settings, *, result_backend: bool = True) -> Celery:
+    """A Celery app on the settings' Redis, JSON only, tuned for short interactive tasks.
+
+    Workers store results in Redis. The API passes `result_backend=False`: it reads results itself
+    (api/result_waiter.py), and Celery's own Redis result consumer would subscribe the sending process
+    to every task's channel and never let go.
+    """
+    app = Celery("rerank_fleet", broker=settings.redis_url, backend=settings.redis_url if result_backend else None)
+    app.conf.update(
+        # JSON only: a pickle payload is refused by both sides.
+        task_serializer="json",
+        result_serializer="json",
+        accept_content=["json"],
+        result_accept_content=["json"],
+        result_expires=settings.result_expires,
+        # A request's answer is waited for by one client; losing it on a worker crash costs a retry,
+        # holding it unacked would redeliver it only after the visibility timeout, long after the client left.
+        task_acks_late=False,
+        # Each worker thread reserves one request at a time so that idle workers get the next one.
+        worker_prefetch_multiplier=1,
+        task_create_missing_queues=True,
+        broker_connection_retry_on_startup=True,
+        broker_transport_options={"socket_connect_timeout": 2},
+        redis_socket_connect_timeout=2,
+        redis_backend_health_check_interval=10,
+        task_default_queue=interactive_queue(settings.served_model_id),
+        worker_hijack_root_logger=False,
+    )
+    return app

@@ -1,0 +1,46 @@
+"""The error taxonomy: one set of error types, mapped once per transport (HTTP in api/errors.py)."""
+
+from __future__ import annotations
+
+from enum import Enum
+from typing import Any
+
+
+class ErrorType(str, Enum):
+    """What went wrong, independent of the transport that reports it."""
+
+    INVALID_BODY = "invalid_request_error"  # the body does not match the schema (HTTP 422)
+    VALIDATION = "validation_error"  # well-formed but not servable, e.g. a pair over L with NONE (HTTP 400)
+    AUTHENTICATION = "authentication_error"  # missing or wrong API key (HTTP 401)
+    NOT_FOUND = "not_found_error"  # unknown model or route (HTTP 404)
+    TOO_LARGE = "request_too_large"  # too many passages or too large a body (HTTP 413)
+    OVERLOADED = "overloaded_error"  # queues full (HTTP 429)
+    UNAVAILABLE = "service_unavailable"  # no broker or no worker for the model (HTTP 503)
+    TIMEOUT = "timeout_error"  # no answer from a worker in time (HTTP 504)
+    INTERNAL = "internal_error"  # a bug; the message never carries exception text (HTTP 500)
+
+
+class RerankError(Exception):
+    """An error a client is told about: its type and a message written for the client."""
+
+    def __init__(self, type: ErrorType, message: str, *, retry_after: int | None = None) -> None:
+        super().__init__(message)
+        self.type = ErrorType(type)
+        self.message = message
+        self.retry_after = retry_after
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON form a worker returns as its task result."""
+        return {"type": self.type.value, "message": self.message}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "RerankError":
+        """Rebuild an error a worker returned; an unknown type becomes INTERNAL."""
+        try:
+            type_ = ErrorType(data.get("type"))
+        except ValueError:
+            type_ = ErrorType.INTERNAL
+        return cls(type_, str(data.get("message") or "internal error"))
+
+    def __repr__(self) -> str:
+        return f"RerankError({self.type.value!r}, {self.message!r})"

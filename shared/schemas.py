@@ -1,0 +1,113 @@
+"""Pydantic models of the wire contract (API.md section 1) and of the worker task payloads."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+Truncate = Literal["NONE", "END"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Query(_Strict):
+    text: str = Field(..., min_length=1, description="The query; must not be empty.")
+
+
+class Passage(_Strict):
+    text: str = Field(..., description="One candidate passage.")
+
+
+class RankingRequest(_Strict):
+    """Body of POST /v1/ranking (the NIM's contract, plus `top_n`/`top_k`)."""
+
+    model: str = Field(..., min_length=1, description="A served model id, as listed by GET /v1/models.")
+    query: Query
+    passages: list[Passage] = Field(..., min_length=1, description="Candidates to rank, 1 to RERANK_MAX_PASSAGES.")
+    truncate: Truncate = Field(
+        "NONE", description="NONE rejects a pair over the token limit; END cuts the passage from its end."
+    )
+    top_n: int | None = Field(None, ge=1, description="Return only the best N rankings.")
+    top_k: int | None = Field(None, ge=1, description="Same as top_n (LiteLLM's spelling).")
+
+    @field_validator("truncate", mode="before")
+    @classmethod
+    def _upper_truncate(cls, value: object) -> object:
+        return value.upper() if isinstance(value, str) else value
+
+    @property
+    def limit(self) -> int | None:
+        """How many rankings to return (top_n wins over top_k); None means all."""
+        return self.top_n if self.top_n is not None else self.top_k
+
+
+class Ranking(BaseModel):
+    index: int = Field(..., description="Position of the passage in the request's `passages`.")
+    logit: float = Field(..., description="The model's raw score for the (query, passage) pair.")
+
+
+class Usage(BaseModel):
+    prompt_tokens: int = Field(..., description="Tokens fed to the model over all pairs, after truncation.")
+    total_tokens: int = Field(..., description="Equal to prompt_tokens.")
+
+
+class RankingResponse(BaseModel):
+    rankings: list[Ranking] = Field(..., description="Best first: logit descending, then index ascending.")
+    usage: Usage
+
+
+class ModelCard(BaseModel):
+    id: str
+    object: Literal["model"] = "model"
+    created: int
+    owned_by: str
+    root: str
+
+
+class ModelList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[ModelCard]
+
+
+class ErrorBody(BaseModel):
+    message: str = Field(..., description="What went wrong, for a person to read.")
+    type: str = Field(..., description="The error type, e.g. validation_error.")
+    code: int = Field(..., description="The HTTP status code.")
+
+
+class ErrorEnvelope(BaseModel):
+    """The one error shape of every route."""
+
+    error: ErrorBody
+
+
+class RankTask(BaseModel):
+    """What the API sends a worker for one request: texts in, no passage text comes back."""
+
+    request_id: str
+    model_id: str
+    query: str
+    passages: list[str]
+    truncate: Truncate
+
+
+class RankResult(BaseModel):
+    """What a worker returns: per passage, in input order."""
+
+    logits: list[float]
+    token_counts: list[int]
+
+
+def build_ranking_response(result: RankResult, limit: int | None = None) -> RankingResponse:
+    """Sort a worker's scores best first (ties by index) and keep the best `limit`."""
+    order = sorted(range(len(result.logits)), key=lambda i: (-result.logits[i], i))
+    if limit is not None:
+        order = order[:limit]
+    tokens = sum(result.token_counts)
+    return RankingResponse(
+        rankings=[Ranking(index=i, logit=result.logits[i]) for i in order],
+        usage=Usage(prompt_tokens=tokens, total_tokens=tokens),
+    )

@@ -1,0 +1,103 @@
+"""The one settings object of Rerank Fleet: every knob is a `RERANK_`-prefixed environment variable."""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from typing import Literal
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Configuration shared by the API, the workers and `rerank-fleet up`."""
+
+    model_config = SettingsConfigDict(env_prefix="RERANK_", env_file=None, extra="ignore")
+
+    # --- model -------------------------------------------------------------------------------
+    model: str = Field(
+        "cross-encoder/ms-marco-MiniLM-L-6-v2",
+        description="Hugging Face hub id or local directory of a sequence-classification model "
+        "with one logit (safetensors weights).",
+    )
+    model_id: str | None = Field(
+        None,
+        description="Id clients use in the `model` field. Default: the hub id, or the directory's name.",
+    )
+    trust_remote_code: bool = Field(
+        False, description="Allow model code shipped with the weights to run. Off: only built-in architectures."
+    )
+    max_seq_len: int | None = Field(
+        None,
+        ge=8,
+        description="Token limit L per (query, passage) pair. Default and upper bound: what the model supports.",
+    )
+    device: Literal["auto", "cpu", "cuda"] = Field(
+        "auto", description="Where workers run the model: `auto` takes CUDA when a GPU is visible."
+    )
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        "auto", description="Weights and activations: `auto` is float32 on CPU, bfloat16 (else float16) on CUDA."
+    )
+    torch_threads: int | None = Field(
+        None, ge=1, description="Intra-op threads of a CPU worker. Default: torch's own choice (the cores)."
+    )
+
+    # --- batching and limits -----------------------------------------------------------------
+    max_batch_tokens: int = Field(
+        16384,
+        ge=64,
+        description="Token budget of one forward pass (padded length x pairs) in the micro-batcher.",
+    )
+    max_passages: int = Field(512, ge=1, description="Most passages in one request (the NIM's limit is 512).")
+    worker_concurrency: int = Field(
+        64, ge=1, description="Requests one worker process holds in flight; their pairs share forward passes."
+    )
+    request_timeout: float = Field(
+        30.0, gt=0, description="Seconds the API waits for a worker's answer before replying 504."
+    )
+
+    # --- services ----------------------------------------------------------------------------
+    redis_url: str = Field(
+        "redis://localhost:6379/0", description="Redis used as Celery broker, result backend and worker registry."
+    )
+    host: str = Field("127.0.0.1", description="Address the HTTP API listens on.")
+    port: int = Field(8000, ge=1, le=65535, description="Port of the HTTP API.")
+    api_key: SecretStr | None = Field(
+        None, description="When set, every route but health requires `Authorization: Bearer <key>`."
+    )
+    result_expires: int = Field(
+        300, ge=10, description="Seconds a finished request's result stays in Redis for the API to read."
+    )
+    heartbeat_interval: float = Field(
+        5.0, gt=0, description="Seconds between a worker's registrations in Redis (readiness and statistics)."
+    )
+    log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="Log verbosity.")
+
+    @field_validator("api_key", mode="before")
+    @classmethod
+    def _empty_key_is_none(cls, value: object) -> object:
+        return None if value == "" else value
+
+    @property
+    def served_model_id(self) -> str:
+        """The id clients send in `model` for this settings' model."""
+        return self.model_id or derive_model_id(self.model)
+
+    @property
+    def worker_ttl(self) -> float:
+        """Seconds after its last heartbeat that a worker counts as gone."""
+        return 3 * self.heartbeat_interval
+
+
+def derive_model_id(model: str) -> str:
+    """A hub id stays as it is; a local directory is served under its own name."""
+    if os.path.isdir(model):
+        return os.path.basename(os.path.normpath(os.path.abspath(model)))
+    return model
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, read once from the environment."""
+    return Settings()

@@ -1,0 +1,165 @@
+"""The micro-batcher: pairs from every in-flight request of a worker share forward passes.
+
+It knows nothing of Celery, HTTP or torch. Request threads call `submit` with their encoded pairs and
+wait on the returned future; one model thread packs pending pairs into batches and scores them:
+
+- pairs are sorted by length, so a batch pads little;
+- a batch is bounded by a token budget, counted as padded tokens (longest pair x pairs);
+- the batch always holds the oldest pending pair, so no request starves behind shorter newcomers;
+- the model thread runs as soon as it is free and a pair is waiting: no timer waits for company.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import deque
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from itertools import count
+from typing import Callable, Protocol, Sequence
+
+log = logging.getLogger(__name__)
+
+
+class Sized(Protocol):
+    @property
+    def length(self) -> int: ...
+
+
+ScoreFn = Callable[[Sequence[Sized]], Sequence[float]]
+
+
+@dataclass
+class BatchStats:
+    """Counters a worker reports in its heartbeat (and, later, as metrics)."""
+
+    batches: int = 0
+    pairs: int = 0
+    real_tokens: int = 0
+    padded_tokens: int = 0
+    shared_batches: int = 0  # batches holding pairs of more than one request
+    max_requests_in_batch: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        return dict(self.__dict__)
+
+
+@dataclass
+class _Request:
+    pairs: Sequence[Sized]
+    future: Future
+    scores: list[float | None] = field(default_factory=list)
+    remaining: int = 0
+
+
+@dataclass(slots=True)
+class _PendingPair:
+    seq: int  # arrival order, to find the oldest
+    request: _Request
+    position: int  # index of the pair within its request
+
+    @property
+    def length(self) -> int:
+        return self.request.pairs[self.position].length
+
+
+class MicroBatcher:
+    """Packs pairs from concurrent requests into token-budget batches scored by one model thread."""
+
+    def __init__(self, score: ScoreFn, *, max_batch_tokens: int, window_batches: int = 8) -> None:
+        self._score = score
+        self._max_batch_tokens = max_batch_tokens
+        self._window_tokens = max_batch_tokens * window_batches  # how far past the oldest pair we sort
+        self._pending: deque[_PendingPair] = deque()
+        self._cond = threading.Condition()
+        self._seq = count()
+        self._closed = False
+        self._thread: threading.Thread | None = None
+        self.stats = BatchStats()
+
+    def start(self) -> "MicroBatcher":
+        self._thread = threading.Thread(target=self._run, name="micro-batcher", daemon=True)
+        self._thread.start()
+        return self
+
+    def close(self) -> None:
+        """Stop after the pairs already submitted; later submits fail."""
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+        if self._thread is not None:
+            self._thread.join()
+
+    def submit(self, pairs: Sequence[Sized]) -> Future:
+        """Queue one request's pairs; the future gives their scores in the same order."""
+        request = _Request(pairs=pairs, future=Future(), scores=[None] * len(pairs), remaining=len(pairs))
+        if not pairs:
+            request.future.set_result([])
+            return request.future
+        with self._cond:
+            if self._closed:
+                raise RuntimeError("micro-batcher is closed")
+            self._pending.extend(_PendingPair(next(self._seq), request, i) for i in range(len(pairs)))
+            self._cond.notify()
+        return request.future
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._pending and not self._closed:
+                    self._cond.wait()
+                if not self._pending:
+                    return
+                batch = self._take_batch()
+            self._score_batch(batch)
+
+    def _take_batch(self) -> list[_PendingPair]:
+        """Remove and return the next batch from the pending pairs (caller holds the lock)."""
+        window: list[_PendingPair] = []
+        window_tokens = 0
+        for pending in self._pending:
+            if window and window_tokens + pending.length > self._window_tokens:
+                break
+            window.append(pending)
+            window_tokens += pending.length
+        oldest = window[0]
+        window.sort(key=lambda p: (p.length, p.seq))
+        batch: list[_PendingPair] = []
+        for pending in window:
+            # pairs are sorted by length, so the newest pair sets the padded width
+            if batch and pending.length * (len(batch) + 1) > self._max_batch_tokens:
+                if any(p is oldest for p in batch):
+                    break
+                batch = []
+            batch.append(pending)
+        taken = {id(p) for p in batch}
+        self._pending = deque(p for p in self._pending if id(p) not in taken)
+        return batch
+
+    def _score_batch(self, batch: list[_PendingPair]) -> None:
+        try:
+            scores = self._score([p.request.pairs[p.position] for p in batch])
+        except Exception as exc:  # a failed pass fails the requests in it, not the worker
+            log.exception("forward pass of %d pairs failed", len(batch))
+            for pending in batch:
+                if not pending.request.future.done():
+                    pending.request.future.set_exception(exc)
+            return
+        self._count(batch)
+        for pending, score in zip(batch, scores):
+            request = pending.request
+            request.scores[pending.position] = float(score)
+            request.remaining -= 1
+            if request.remaining == 0 and not request.future.done():
+                request.future.set_result(request.scores)
+
+    def _count(self, batch: list[_PendingPair]) -> None:
+        requests = len({id(p.request) for p in batch})
+        stats = self.stats
+        stats.batches += 1
+        stats.pairs += len(batch)
+        stats.real_tokens += sum(p.length for p in batch)
+        stats.padded_tokens += max(p.length for p in batch) * len(batch)
+        stats.shared_batches += requests > 1
+        stats.max_requests_in_batch = max(stats.max_requests_in_batch, requests)

@@ -1,0 +1,57 @@
+"""Where a model's files come from: a local directory, the Hugging Face cache, or one download from the hub.
+
+A hub id is resolved to a local snapshot before anything is loaded, so that a machine without network
+fails at once with a message saying how to pass a local directory, instead of retrying for a minute.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from urllib.parse import urlparse
+
+from huggingface_hub import constants, snapshot_download
+
+# Configuration, tokenizer and safetensors weights; never pickled (.bin/.pt) weights.
+_ALLOWED_FILES = ["*.json", "*.safetensors", "*.txt", "*.model", "*.tiktoken"]
+_REMOTE_CODE_FILES = ["*.py"]
+
+
+class ModelLoadError(Exception):
+    """The model could not be found or loaded; the message says what to do."""
+
+
+def resolve_model_dir(source: str, *, trust_remote_code: bool = False) -> str:
+    """A local directory holding the model named by `source` (a directory or a hub id)."""
+    if os.path.isdir(source):
+        if not os.path.isfile(os.path.join(source, "config.json")):
+            raise ModelLoadError(f"{source!r} is a directory but holds no config.json: not a Hugging Face model")
+        return source
+    if source.startswith((".", "/", "~")):
+        raise ModelLoadError(f"model directory {source!r} does not exist")
+    patterns = _ALLOWED_FILES + (_REMOTE_CODE_FILES if trust_remote_code else [])
+    try:
+        return snapshot_download(source, allow_patterns=patterns, local_files_only=True)
+    except Exception:  # not in the cache: fall through to a download
+        pass
+    hint = (
+        f"model {source!r} is not in the Hugging Face cache and cannot be downloaded: {{why}}. "
+        "Download it where there is network (e.g. `hf download "
+        f"{source} --local-dir DIR`) and pass the directory: RERANK_MODEL=DIR or `rerank-fleet up --model DIR`"
+    )
+    if constants.HF_HUB_OFFLINE:
+        raise ModelLoadError(hint.format(why="HF_HUB_OFFLINE is set"))
+    endpoint = urlparse(constants.ENDPOINT)
+    try:
+        socket.create_connection((endpoint.hostname, endpoint.port or 443), timeout=5).close()
+    except OSError as exc:
+        raise ModelLoadError(hint.format(why=f"{endpoint.hostname} is unreachable ({exc})")) from None
+    try:
+        return snapshot_download(source, allow_patterns=patterns)
+    except Exception as exc:
+        raise ModelLoadError(hint.format(why=_first_line(exc))) from None
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__

@@ -1,0 +1,188 @@
+"""The cross-encoder runtime: load a sequence-classification model, tokenize and truncate pairs, score them.
+
+The micro-batcher sees it only through `encode` (run in each request's thread) and `score` (run on the
+model thread), so tests can put a fake model in its place.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+import torch
+from tokenizers import Encoding, Tokenizer
+from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
+
+from shared.settings import Settings
+from worker.device import resolve_device, resolve_dtype
+from worker.model_source import ModelLoadError, resolve_model_dir
+from worker.truncation import fit_pair
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class EncodedPair:
+    """One (query, passage) pair ready for the model: token ids with special tokens, and segment ids."""
+
+    input_ids: list[int]
+    type_ids: list[int]
+
+    @property
+    def length(self) -> int:
+        return len(self.input_ids)
+
+
+class CrossEncoder:
+    """A Hugging Face cross-encoder with one logit, on one device."""
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        tokenizer: Tokenizer,
+        *,
+        pad_token_id: int,
+        uses_token_type_ids: bool,
+        max_seq_len: int,
+        device: torch.device,
+    ) -> None:
+        self.model = model
+        self.tokenizer = tokenizer
+        self.pad_token_id = pad_token_id
+        self.uses_token_type_ids = uses_token_type_ids
+        self.max_seq_len = max_seq_len
+        self.device = device
+        self.pair_specials = tokenizer.num_special_tokens_to_add(is_pair=True)
+
+    @classmethod
+    def load(cls, settings: Settings) -> "CrossEncoder":
+        """Load `settings.model` (safetensors only); raise ModelLoadError with a readable message."""
+        started = time.perf_counter()
+        model_dir = resolve_model_dir(settings.model, trust_remote_code=settings.trust_remote_code)
+        device = resolve_device(settings.device)
+        dtype = resolve_dtype(settings.dtype, device)
+        remote = {"trust_remote_code": settings.trust_remote_code}
+        try:
+            config = AutoConfig.from_pretrained(model_dir, **remote)
+            if config.num_labels != 1:
+                raise ModelLoadError(
+                    f"model {settings.model!r} has {config.num_labels} output labels; a reranker must have one logit"
+                )
+            hf_tokenizer = AutoTokenizer.from_pretrained(model_dir, **remote)
+            model = AutoModelForSequenceClassification.from_pretrained(
+                model_dir, config=config, dtype=dtype, use_safetensors=True, **remote
+            )
+        except ModelLoadError:
+            raise
+        except (OSError, ValueError, KeyError, ImportError) as exc:
+            raise ModelLoadError(f"could not load model {settings.model!r}: {str(exc).strip().splitlines()[0]}") from None
+        backend = getattr(hf_tokenizer, "backend_tokenizer", None)
+        if backend is None:
+            raise ModelLoadError(f"model {settings.model!r} has no fast (tokenizers) tokenizer")
+        backend = Tokenizer.from_str(backend.to_str())  # a private copy, without truncation or padding
+        backend.no_truncation()
+        backend.no_padding()
+        model.eval().to(device)
+        limit = model_token_limit(model, hf_tokenizer)
+        if settings.max_seq_len is not None:
+            if settings.max_seq_len > limit:
+                log.warning("RERANK_MAX_SEQ_LEN=%d is over the model's limit; using %d", settings.max_seq_len, limit)
+            limit = min(limit, settings.max_seq_len)
+        pad_id = hf_tokenizer.pad_token_id
+        if pad_id is None:
+            pad_id = config.pad_token_id if config.pad_token_id is not None else 0
+        encoder = cls(
+            model,
+            backend,
+            pad_token_id=pad_id,
+            uses_token_type_ids="token_type_ids" in hf_tokenizer.model_input_names,
+            max_seq_len=limit,
+            device=device,
+        )
+        encoder.warmup()
+        log.info(
+            "loaded %s on %s (%s), token limit %d, in %.1fs",
+            settings.model, device, str(dtype).removeprefix("torch."), limit, time.perf_counter() - started,
+        )
+        return encoder
+
+    def encode(self, query: str, passages: Sequence[str], truncate: str) -> list[EncodedPair]:
+        """Tokenize one request's pairs and apply NONE/END truncation (raises RerankError for NONE)."""
+        query_enc = self.tokenizer.encode(query, add_special_tokens=False)
+        passage_encs = self.tokenizer.encode_batch(list(passages), add_special_tokens=False)
+        query_len = len(query_enc.ids)
+        pairs: list[EncodedPair] = []
+        for index, passage_enc in enumerate(passage_encs):
+            kept = fit_pair(
+                index=index,
+                query_len=query_len,
+                passage_len=len(passage_enc.ids),
+                specials=self.pair_specials,
+                limit=self.max_seq_len,
+                truncate=truncate,
+            )
+            if kept.query < query_len:  # the same for every pair: cut the query once
+                query_enc.truncate(kept.query)
+                query_len = kept.query
+            if kept.passage < len(passage_enc.ids):
+                passage_enc = _cut(passage_enc, kept.passage, self.tokenizer)
+            # an empty passage is encoded as the query alone, as transformers' tokenizer(query, "") does
+            second = passage_enc if passages[index] else None
+            merged = self.tokenizer.post_process(query_enc, second, add_special_tokens=True)
+            pairs.append(EncodedPair(merged.ids, merged.type_ids))
+        return pairs
+
+    def score(self, pairs: Sequence[EncodedPair]) -> list[float]:
+        """One forward pass over `pairs`, padded to the longest; the logits in the same order."""
+        width = max(pair.length for pair in pairs)
+        input_ids = np.full((len(pairs), width), self.pad_token_id, dtype=np.int64)
+        attention = np.zeros((len(pairs), width), dtype=np.int64)
+        type_ids = np.zeros((len(pairs), width), dtype=np.int64)
+        for row, pair in enumerate(pairs):
+            input_ids[row, : pair.length] = pair.input_ids
+            attention[row, : pair.length] = 1
+            type_ids[row, : pair.length] = pair.type_ids
+        inputs = {
+            "input_ids": torch.from_numpy(input_ids).to(self.device),
+            "attention_mask": torch.from_numpy(attention).to(self.device),
+        }
+        if self.uses_token_type_ids:
+            inputs["token_type_ids"] = torch.from_numpy(type_ids).to(self.device)
+        with torch.inference_mode():
+            logits = self.model(**inputs).logits
+        return logits[:, 0].float().cpu().tolist()
+
+    def warmup(self) -> None:
+        """Run one small pass so the first request does not pay for lazy initialisation."""
+        self.score(self.encode("warm up", ["the model"], "END"))
+
+
+def model_token_limit(model: torch.nn.Module, hf_tokenizer) -> int:
+    """The longest pair the model supports: the tokenizer's limit and the position embeddings' room.
+
+    RoBERTa-family models number positions from padding_idx + 1, so 514 position embeddings hold 512 tokens.
+    """
+    limits = []
+    tokenizer_limit = getattr(hf_tokenizer, "model_max_length", None)
+    if tokenizer_limit and tokenizer_limit < 1_000_000:
+        limits.append(int(tokenizer_limit))
+    positions = getattr(model.config, "max_position_embeddings", None)
+    if positions:
+        embeddings = getattr(getattr(model, "base_model", model), "embeddings", None)
+        position_table = getattr(embeddings, "position_embeddings", None)
+        padding_idx = getattr(position_table, "padding_idx", None)
+        limits.append(int(positions) - (padding_idx + 1 if padding_idx is not None else 0))
+    if not limits:
+        raise ModelLoadError("cannot tell the model's token limit; set RERANK_MAX_SEQ_LEN")
+    return min(limits)
+
+
+def _cut(encoding: Encoding, keep: int, tokenizer: Tokenizer) -> Encoding:
+    """The first `keep` tokens of an encoding (an empty encoding for zero)."""
+    if keep == 0:
+        return tokenizer.encode("", add_special_tokens=False)
+    encoding.truncate(keep)
+    return encoding

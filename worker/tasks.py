@@ -1,0 +1,75 @@
+"""The Celery tasks of a worker: they hand pairs to the micro-batcher and return logits and token counts."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from celery import Celery
+
+from shared.celery_app import RANK_TASK, create_celery_app
+from shared.errors import ErrorType, RerankError
+from shared.schemas import RankResult, RankTask
+from shared.settings import get_settings
+from worker.batching import MicroBatcher
+from worker.runtime import CrossEncoder
+
+log = logging.getLogger(__name__)
+
+app: Celery = create_celery_app(get_settings())
+
+
+@dataclass
+class WorkerState:
+    """What the tasks of this process share: the model and its micro-batcher."""
+
+    model_id: str
+    encoder: CrossEncoder
+    batcher: MicroBatcher
+
+
+_state: WorkerState | None = None
+
+
+def install_state(state: WorkerState) -> None:
+    """Called once by the worker entrypoint after the model is loaded, before tasks are consumed."""
+    global _state
+    _state = state
+
+
+def fleet_task(name: str) -> Callable:
+    """The one task decorator of the project: name, JSON in and out, errors returned as data.
+
+    A task returns {"ok": ...} or {"error": {"type", "message"}}; it never raises, so no exception text
+    crosses Redis and the API maps errors through the shared taxonomy.
+    """
+
+    def decorate(body: Callable[[dict], dict]) -> Any:
+        def run(payload: dict) -> dict:
+            try:
+                return {"ok": body(payload)}
+            except RerankError as exc:
+                return {"error": exc.to_dict()}
+            except Exception:
+                log.exception("task %s failed", name)
+                return {"error": RerankError(ErrorType.INTERNAL, "the worker failed to score the request").to_dict()}
+
+        run.__name__ = body.__name__
+        run.__doc__ = body.__doc__
+        return app.task(name=name, ignore_result=False, acks_late=False)(run)
+
+    return decorate
+
+
+@fleet_task(RANK_TASK)
+def rank(payload: dict) -> dict:
+    """Score every (query, passage) pair of one ranking request."""
+    task = RankTask.model_validate(payload)
+    if _state is None:
+        raise RerankError(ErrorType.UNAVAILABLE, "the worker has not finished loading its model")
+    if task.model_id != _state.model_id:
+        raise RerankError(ErrorType.NOT_FOUND, f"this worker serves {_state.model_id!r}, not {task.model_id!r}")
+    pairs = _state.encoder.encode(task.query, task.passages, task.truncate)
+    logits = _state.batcher.submit(pairs).result()
+    return RankResult(logits=logits, token_counts=[pair.length for pair in pairs]).model_dump()
