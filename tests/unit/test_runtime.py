@@ -1,0 +1,84 @@
+"""The cross-encoder runtime against a plain transformers forward, for a BERT and an XLM-R model."""
+
+import pytest
+
+from shared.errors import ErrorType, RerankError
+from shared.settings import Settings
+from tests.reference import Reference
+from worker.model_source import ModelLoadError
+from worker.runtime import CrossEncoder
+
+QUERY = "what is the capital city of france"
+PASSAGES = [
+    "paris is the capital and most populous city of france",
+    "berlin is the capital of germany " * 150,  # over 512 tokens
+    "",
+    "Ünïcödé text with émojis 🚀 and numbers 12345",
+    "short",
+]
+
+
+@pytest.fixture(scope="module", params=["bert", "xlmr"])
+def loaded(request):
+    model_dir = request.getfixturevalue(f"{request.param}_model_dir")
+    encoder = CrossEncoder.load(Settings(model=model_dir))
+    return encoder, Reference(model_dir, encoder.max_seq_len)
+
+
+def test_token_limit_is_what_the_position_embeddings_allow(loaded):
+    encoder, _ = loaded
+    assert encoder.max_seq_len == 512  # BERT: 512 positions; XLM-R: 514 positions, numbered from 2
+
+
+def test_end_truncation_and_logits_match_transformers(loaded):
+    encoder, reference = loaded
+    pairs = encoder.encode(QUERY, PASSAGES, "END")
+    for pair, passage in zip(pairs, PASSAGES):
+        assert pair.input_ids == reference.encode(QUERY, passage)["input_ids"][0].tolist()
+    logits = encoder.score(pairs)
+    for got, want in zip(logits, reference.logits(QUERY, PASSAGES)):
+        assert got == pytest.approx(want, abs=1e-4)
+
+
+def test_none_refuses_the_first_over_long_pair(loaded):
+    encoder, reference = loaded
+    with pytest.raises(RerankError) as caught:
+        encoder.encode(QUERY, PASSAGES, "NONE")
+    full = len(reference.tokenizer(QUERY, PASSAGES[1])["input_ids"])
+    assert caught.value.type is ErrorType.VALIDATION
+    assert caught.value.message.startswith("passage 1:")
+    assert f"{full} tokens" in caught.value.message and "512" in caught.value.message
+
+
+def test_an_over_long_query_is_cut_and_the_passage_emptied_under_end(loaded):
+    encoder, _ = loaded
+    pairs = encoder.encode("lorem ipsum dolor " * 400, ["a passage", "another passage"], "END")
+    assert [p.length for p in pairs] == [512, 512]
+    assert pairs[0].input_ids == pairs[1].input_ids
+
+
+def test_a_lower_configured_limit_applies_but_never_a_higher_one(bert_model_dir):
+    assert CrossEncoder.load(Settings(model=bert_model_dir, max_seq_len=64)).max_seq_len == 64
+    assert CrossEncoder.load(Settings(model=bert_model_dir, max_seq_len=4096)).max_seq_len == 512
+
+
+def test_a_missing_directory_fails_with_a_readable_message(tmp_path):
+    with pytest.raises(ModelLoadError, match="does not exist"):
+        CrossEncoder.load(Settings(model=str(tmp_path / "absent")))
+    with pytest.raises(ModelLoadError, match="no config.json"):
+        CrossEncoder.load(Settings(model=str(tmp_path)))
+
+
+def test_pickled_weights_are_refused(bert_model_dir, tmp_path):
+    import shutil
+
+    import torch
+    from safetensors.torch import load_file
+
+    copy = tmp_path / "pickled"
+    shutil.copytree(bert_model_dir, copy)
+    state = load_file(copy / "model.safetensors")
+    (copy / "model.safetensors").unlink()
+    torch.save(state, copy / "pytorch_model.bin")
+    with pytest.raises(ModelLoadError, match="could not load model"):
+        CrossEncoder.load(Settings(model=str(copy)))
