@@ -54,7 +54,7 @@ class Settings(BaseSettings):
         64, ge=1, description="Requests one worker process holds in flight; their pairs share forward passes."
     )
     request_timeout: float = Field(
-        30.0, gt=0, description="Seconds the API waits for a worker's answer before replying 504."
+        60.0, gt=0, description="Seconds the API waits for a worker's answer before replying 504."
     )
 
     # --- services ----------------------------------------------------------------------------
@@ -91,9 +91,13 @@ class Settings(BaseSettings):
 
 
 def derive_model_id(model: str) -> str:
-    """A hub id stays as it is; a local directory is served under its own name."""
-    if os.path.isdir(model):
-        return os.path.basename(os.path.normpath(os.path.abspath(model)))
+    """A hub id stays as it is; a local directory is served under its own name.
+
+    Decided by spelling as well as by the disk, so that an API that has no copy of the directory
+    derives the same id as the workers that load it.
+    """
+    if os.path.isdir(model) or model.startswith(("/", "./", "../", "~")):
+        return os.path.basename(os.path.normpath(os.path.expanduser(model)))
     return model
 
 

@@ -107,7 +107,16 @@ def start_api(log_dir: Path, *, redis_url: str, timeout: float = 60, **settings)
     raise RuntimeError(f"API did not come up within {timeout}s:\n{proc.log()[-3000:]}")
 
 
-def worker_report(redis_url: str, worker_name: str) -> dict:
-    """What a worker last wrote about itself in the registry (batch statistics included)."""
-    raw = redis.Redis.from_url(redis_url).get(worker_info_key(worker_name))
-    return json.loads(raw) if raw else {}
+def worker_report(redis_url: str, worker_name: str, timeout: float = 10) -> dict:
+    """What a worker writes about itself in the registry (batch statistics included), in a heartbeat
+    written after this call began, so that it counts everything finished before the call."""
+    client = redis.Redis.from_url(redis_url)
+    asked_at = time.time()
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        raw = client.get(worker_info_key(worker_name))
+        report = json.loads(raw) if raw else {}
+        if report.get("heartbeat_at", 0) > asked_at:
+            return report
+        time.sleep(0.1)
+    raise AssertionError(f"worker {worker_name} sent no heartbeat within {timeout}s")
