@@ -11,6 +11,7 @@ from redis.asyncio import Redis
 
 from api import health_router, ranking_router
 from api.errors import install_error_handlers
+from api.grpc_server import GrpcServer
 from api.ranking_service import RankingService
 from api.result_waiter import ResultWaiter
 from api.worker_registry import WorkerRegistry
@@ -33,15 +34,20 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.settings = settings
         app.state.redis = redis
         app.state.worker_registry = registry
-        app.state.ranking_service = RankingService(
+        app.state.ranking_service = service = RankingService(
             settings, create_celery_app(settings, result_backend=False), waiter, registry
         )
+        grpc_server = GrpcServer(settings, service) if settings.grpc_port else None
+        if grpc_server is not None:
+            await grpc_server.start()
         if settings.api_key is None:
             log.warning("RERANK_API_KEY is not set: every route is open without authentication")
         log.info("serving model %s; broker %s", settings.served_model_id, _redact(settings.redis_url))
         try:
             yield
         finally:
+            if grpc_server is not None:
+                await grpc_server.stop()
             await waiter.close()
             await redis.aclose()
 

@@ -25,6 +25,7 @@ def _build_parser() -> argparse.ArgumentParser:
     up.add_argument("--model-id", help="id clients send as `model` (RERANK_MODEL_ID)")
     up.add_argument("--host", help="address the API listens on (RERANK_HOST, default 127.0.0.1)")
     up.add_argument("--port", type=int, help="HTTP port (RERANK_PORT, default 8000)")
+    up.add_argument("--grpc-port", type=int, help="KServe V2 gRPC port, 0 for none (RERANK_GRPC_PORT, default 8001)")
     up.add_argument("--redis-url", help="use this Redis instead of an embedded one (RERANK_REDIS_URL)")
     up.add_argument("--device", choices=["auto", "cpu", "cuda"], help="worker device (RERANK_DEVICE)")
     return parser
@@ -41,6 +42,7 @@ def main(argv: list[str] | None = None) -> int:
             ("model_id", args.model_id),
             ("host", args.host),
             ("port", args.port),
+            ("grpc_port", args.grpc_port),
             ("redis_url", args.redis_url),
             ("device", args.device),
         )

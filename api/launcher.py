@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import httpx
 
+from api.grpc_protocol import grpc_model_name
 from api.embedded_redis import remove_data_dir, start_embedded_redis
 from shared.settings import Settings
 
@@ -157,14 +158,19 @@ class Fleet:
         return False
 
     def _print_ready(self) -> None:
-        base = f"http://{_client_host(self.settings.host)}:{self.settings.port}"
-        print(
-            f"Rerank Fleet is ready: model {self.settings.served_model_id!r}\n"
-            f"  HTTP    {base}/v1/ranking   (models: {base}/v1/models, docs: {base}/docs)\n"
-            f"  Redis   {self.settings.redis_url}\n"
-            "Press Ctrl-C to stop.",
-            flush=True,
-        )
+        settings = self.settings
+        host = _client_host(settings.host)
+        base = f"http://{host}:{settings.port}"
+        lines = [
+            f"Rerank Fleet is ready: model {settings.served_model_id!r}",
+            f"  HTTP    {base}/v1/ranking   (models: {base}/v1/models, docs: {base}/docs)",
+        ]
+        if settings.grpc_port:
+            lines.append(
+                f"  gRPC    {host}:{settings.grpc_port}   (KServe V2 model {grpc_model_name(settings.served_model_id)!r})"
+            )
+        lines += [f"  Redis   {settings.redis_url}", "Press Ctrl-C to stop."]
+        print("\n".join(lines), flush=True)
 
     def _watch(self) -> int:
         while not self._stop_requested:

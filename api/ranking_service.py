@@ -35,9 +35,20 @@ class RankingService:
         self._registry = registry
 
     async def score(
-        self, *, model: str, query: str, passages: list[str], truncate: Truncate, request_id: str | None = None
+        self,
+        *,
+        model: str,
+        query: str,
+        passages: list[str],
+        truncate: Truncate,
+        request_id: str | None = None,
+        timeout: float | None = None,
     ) -> RankResult:
-        """Logits and token counts for every passage, in input order."""
+        """Logits and token counts for every passage, in input order.
+
+        `timeout` (a client's deadline) can shorten the wait, never lengthen it past RERANK_REQUEST_TIMEOUT.
+        """
+        timeout = min(timeout, self._settings.request_timeout) if timeout else self._settings.request_timeout
         if len(passages) > self._settings.max_passages:
             raise RerankError(
                 ErrorType.TOO_LARGE,
@@ -54,18 +65,30 @@ class RankingService:
             )
             task_id = uuid.uuid4().hex
             async with self._waiter.expect(task_id) as pending:
-                await asyncio.to_thread(self._send, task_id, task)
-                meta = await pending.get(self._settings.request_timeout)
+                await asyncio.to_thread(self._send, task_id, task, timeout)
+                meta = await pending.get(timeout)
         except (RedisError, OSError, OperationalError) as exc:
             log.warning("broker unavailable: %s", exc)
             raise RerankError(
                 ErrorType.UNAVAILABLE, "the message broker (Redis) is unreachable", retry_after=RETRY_AFTER_SECONDS
             ) from None
         if meta is None:
-            raise RerankError(
-                ErrorType.TIMEOUT, f"no worker answered within {self._settings.request_timeout:g} seconds"
-            )
+            raise RerankError(ErrorType.TIMEOUT, f"no worker answered within {timeout:g} seconds")
         return _unpack(meta)
+
+    async def check_ready(self, model: str | None = None) -> int:
+        """How many live workers serve `model` (default: the configured one); UNAVAILABLE with the reason if none."""
+        model = model or self._settings.served_model_id
+        try:
+            await self._registry.ping()
+            workers = await self._registry.live_workers(model)
+        except (RedisError, OSError):
+            raise RerankError(ErrorType.UNAVAILABLE, "Redis is unreachable", retry_after=RETRY_AFTER_SECONDS) from None
+        if not workers:
+            raise RerankError(
+                ErrorType.UNAVAILABLE, f"no worker is serving model {model!r}", retry_after=RETRY_AFTER_SECONDS
+            )
+        return len(workers)
 
     async def served_models(self) -> list[str]:
         """The configured model and every model a live worker announces."""
@@ -82,13 +105,13 @@ class RankingService:
             ErrorType.UNAVAILABLE, f"no worker is serving model {model!r} right now", retry_after=RETRY_AFTER_SECONDS
         )
 
-    def _send(self, task_id: str, task: RankTask) -> None:
+    def _send(self, task_id: str, task: RankTask, timeout: float) -> None:
         self._celery.send_task(
             RANK_TASK,
             args=[task.model_dump()],
             task_id=task_id,
             queue=interactive_queue(task.model_id),
-            expires=self._settings.request_timeout,  # a worker drops it once the client has given up
+            expires=timeout,  # a worker drops it once the client has given up
             retry=False,
         )
 

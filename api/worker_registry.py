@@ -17,6 +17,10 @@ class WorkerRegistry:
         self._redis = redis
         self._ttl = ttl
 
+    async def ping(self) -> None:
+        """Raise if Redis does not answer."""
+        await self._redis.ping()
+
     async def live_workers(self, model_id: str) -> list[str]:
         """Names of the workers that serve `model_id` now."""
         members = await self._redis.zrangebyscore(model_workers_key(model_id), time.time() - self._ttl, "+inf")

@@ -63,6 +63,9 @@ class Settings(BaseSettings):
     )
     host: str = Field("127.0.0.1", description="Address the HTTP API listens on.")
     port: int = Field(8000, ge=1, le=65535, description="Port of the HTTP API.")
+    grpc_port: int = Field(
+        8001, ge=0, le=65535, description="Port of the KServe V2 / Triton gRPC API, served by the API process; 0: off."
+    )
     api_key: SecretStr | None = Field(
         None, description="When set, every route but health requires `Authorization: Bearer <key>`."
     )

@@ -86,13 +86,15 @@ def start_worker(log_dir: Path, *, redis_url: str, model: str, model_id: str, ti
 
 
 def start_api(log_dir: Path, *, redis_url: str, timeout: float = 60, **settings) -> Proc:
-    """A uvicorn process serving the API; returns once /v1/health/live answers."""
+    """A uvicorn process serving the API (HTTP and gRPC); returns once /v1/health/live answers."""
     port = free_port()
+    settings.setdefault("grpc_port", free_port())
     env = child_env(redis_url=redis_url, **settings)
     argv = [sys.executable, "-m", "uvicorn", "api.app:create_app", "--factory", "--host", "127.0.0.1",
             "--port", str(port), "--log-level", "warning"]  # fmt: skip
     proc = _spawn("api", argv, env, log_dir)
     proc.extra["url"] = f"http://127.0.0.1:{port}"
+    proc.extra["grpc"] = f"127.0.0.1:{settings['grpc_port']}"
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.process.poll() is not None:

@@ -9,18 +9,20 @@ import sys
 import time
 
 import httpx
+import numpy as np
+import tritonclient.grpc
 
 from api.embedded_redis import free_port
 from tests.processes import REPO_ROOT, child_env
 
 
 def test_up_serves_ranking_and_stops_everything_on_sigterm(bert_model_dir, tmp_path):
-    port = free_port()
+    port, grpc_port = free_port(), free_port()
     log_path = tmp_path / "up.log"
     with open(log_path, "wb") as log:
         up = subprocess.Popen(
             [sys.executable, "-m", "api.cli", "up", "--model", bert_model_dir, "--model-id", "fleet-test",
-             "--port", str(port)],
+             "--port", str(port), "--grpc-port", str(grpc_port)],
             env=child_env(), stdout=log, stderr=subprocess.STDOUT, cwd=REPO_ROOT,
         )  # fmt: skip
     try:
@@ -38,6 +40,13 @@ def test_up_serves_ranking_and_stops_everything_on_sigterm(bert_model_dir, tmp_p
         )
         assert response.status_code == 200
         assert len(response.json()["rankings"]) == 2
+        assert f"127.0.0.1:{grpc_port}" in output and "'fleet_test'" in output
+        client = tritonclient.grpc.InferenceServerClient(f"127.0.0.1:{grpc_port}")
+        query, passage = (tritonclient.grpc.InferInput(name, [2], "BYTES") for name in ("query", "passage"))
+        query.set_data_from_numpy(np.array(["q", "q"], dtype=object))
+        passage.set_data_from_numpy(np.array(["a", "b"], dtype=object))
+        result = client.infer("fleet_test", [query, passage], parameters={"truncate": "none"})
+        assert sorted(result.as_numpy("index")[:, 0].tolist()) == [0, 1]
         children = _children(up.pid)
         assert len(children) >= 3  # redis, a worker, the API
         up.send_signal(signal.SIGTERM)
