@@ -9,9 +9,11 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI, Request
 from redis.asyncio import Redis
 
-from api import health_router, ranking_router
+from api import compat_router, health_router, job_router, ranking_router
 from api.errors import install_error_handlers
 from api.grpc_server import GrpcServer
+from api.job_service import JobService
+from api.job_store import JobStore
 from api.ranking_service import RankingService
 from api.result_waiter import ResultWaiter
 from api.worker_registry import WorkerRegistry
@@ -34,9 +36,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.settings = settings
         app.state.redis = redis
         app.state.worker_registry = registry
-        app.state.ranking_service = service = RankingService(
-            settings, create_celery_app(settings, result_backend=False), waiter, registry
-        )
+        celery = create_celery_app(settings, result_backend=False)
+        app.state.ranking_service = service = RankingService(settings, celery, waiter, registry)
+        app.state.job_store = job_store = JobStore(redis, settings.job_ttl)
+        app.state.job_service = JobService(settings, job_store, celery, service)
         grpc_server = GrpcServer(settings, service) if settings.grpc_port else None
         if grpc_server is not None:
             await grpc_server.start()
@@ -61,6 +64,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     app.include_router(health_router.router)
     app.include_router(ranking_router.router)
+    app.include_router(job_router.router)
+    app.include_router(compat_router.router)
 
     @app.middleware("http")
     async def request_id(request: Request, call_next):

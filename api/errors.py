@@ -7,6 +7,7 @@ import logging
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from shared.errors import ErrorType, RerankError
@@ -20,6 +21,7 @@ HTTP_STATUS: dict[ErrorType, int] = {
     ErrorType.AUTHENTICATION: 401,
     ErrorType.NOT_FOUND: 404,
     ErrorType.TOO_LARGE: 413,
+    ErrorType.CONFLICT: 409,
     ErrorType.OVERLOADED: 429,
     ErrorType.UNAVAILABLE: 503,
     ErrorType.TIMEOUT: 504,
@@ -48,7 +50,7 @@ def error_response(error: RerankError, status: int | None = None) -> JSONRespons
     return JSONResponse(body.model_dump(), status_code=status, headers=headers)
 
 
-def describe_validation_errors(exc: RequestValidationError) -> str:
+def describe_validation_errors(exc: RequestValidationError | ValidationError) -> str:
     """`field.path: problem` for each schema error, without echoing the client's input back."""
     parts = []
     for err in exc.errors()[:10]:

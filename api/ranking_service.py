@@ -13,6 +13,7 @@ from celery import Celery
 from kombu.exceptions import OperationalError
 from redis.exceptions import RedisError
 
+from api.model_names import match_served_model
 from api.result_waiter import ResultWaiter
 from api.worker_registry import WorkerRegistry
 from shared.celery_app import RANK_TASK, interactive_queue
@@ -43,10 +44,12 @@ class RankingService:
         truncate: Truncate,
         request_id: str | None = None,
         timeout: float | None = None,
+        max_passage_tokens: int | None = None,
     ) -> RankResult:
         """Logits and token counts for every passage, in input order.
 
         `timeout` (a client's deadline) can shorten the wait, never lengthen it past RERANK_REQUEST_TIMEOUT.
+        `max_passage_tokens` cuts every passage to that many tokens before truncation (Cohere dialect).
         """
         timeout = min(timeout, self._settings.request_timeout) if timeout else self._settings.request_timeout
         if len(passages) > self._settings.max_passages:
@@ -62,6 +65,7 @@ class RankingService:
                 query=query,
                 passages=passages,
                 truncate=truncate,
+                max_passage_tokens=max_passage_tokens,
             )
             task_id = uuid.uuid4().hex
             async with self._waiter.expect(task_id) as pending:
@@ -92,9 +96,25 @@ class RankingService:
 
     async def served_models(self) -> list[str]:
         """The configured model and every model a live worker announces."""
-        models = set(await self._registry.served_models())
+        try:
+            models = set(await self._registry.served_models())
+        except (RedisError, OSError):
+            raise RerankError(ErrorType.UNAVAILABLE, "Redis is unreachable", retry_after=RETRY_AFTER_SECONDS) from None
         models.add(self._settings.served_model_id)
         return sorted(models)
+
+    async def resolve_model(self, name: str | None) -> str:
+        """The served id a client means by `name` (default: the configured model).
+
+        An exact id wins; else the one served id that matches once `_` and `.` are read alike (LiteLLM
+        writes `llama-3_2-...` for `llama-3.2-...`). Anything else comes back unchanged, so that scoring
+        reports it as an unknown model.
+        """
+        if not name:
+            return self._settings.served_model_id
+        if name == self._settings.served_model_id:
+            return name
+        return match_served_model(name, await self.served_models()) or name
 
     async def _require_worker(self, model: str) -> None:
         if await self._registry.live_workers(model):

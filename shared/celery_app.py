@@ -7,11 +7,27 @@ from celery import Celery
 from shared.settings import Settings
 
 RANK_TASK = "rerank.rank"
+JOB_CHUNK_TASK = "rerank.job_chunk"
 
 
 def interactive_queue(model_id: str) -> str:
     """The queue of synchronous ranking requests for one model."""
     return f"rank.{model_id}.interactive"
+
+
+def batch_queue(model_id: str) -> str:
+    """The queue of batch-job chunks for one model; workers serve it after interactive work."""
+    return f"rank.{model_id}.batch"
+
+
+def send_job_chunk(app: Celery, *, job_id: str, model: str, chunk: int, window: int) -> None:
+    """Queue one chunk of a batch job (its lease must be written first: shared/job_keys.leases_key)."""
+    app.send_task(
+        JOB_CHUNK_TASK,
+        args=[{"job_id": job_id, "chunk": chunk, "window": window, "model": model}],
+        queue=batch_queue(model),
+        retry=False,
+    )
 
 
 def create_celery_app(settings: Settings, *, result_backend: bool = True) -> Celery:
@@ -36,7 +52,14 @@ def create_celery_app(settings: Settings, *, result_backend: bool = True) -> Cel
         worker_prefetch_multiplier=1,
         task_create_missing_queues=True,
         broker_connection_retry_on_startup=True,
-        broker_transport_options={"socket_connect_timeout": 2},
+        broker_transport_options={
+            "socket_connect_timeout": 2,
+            # Batch-job chunks are acknowledged late: a chunk held by a worker that died returns to its
+            # queue after this many seconds, checked every few seconds.
+            "visibility_timeout": settings.job_visibility_timeout,
+            "unacked_restore_interval": max(1, min(10, settings.job_visibility_timeout // 3)),
+            "unacked_restore_throttle": 1,
+        },
         redis_socket_connect_timeout=2,
         redis_backend_health_check_interval=10,
         task_default_queue=interactive_queue(settings.served_model_id),

@@ -14,6 +14,7 @@ class ErrorType(str, Enum):
     AUTHENTICATION = "authentication_error"  # missing or wrong API key (HTTP 401)
     NOT_FOUND = "not_found_error"  # unknown model or route (HTTP 404)
     TOO_LARGE = "request_too_large"  # too many passages or too large a body (HTTP 413)
+    CONFLICT = "conflict_error"  # not possible in the resource's current state, e.g. results of a running job (HTTP 409)
     OVERLOADED = "overloaded_error"  # queues full (HTTP 429)
     UNAVAILABLE = "service_unavailable"  # no broker or no worker for the model (HTTP 503)
     TIMEOUT = "timeout_error"  # no answer from a worker in time (HTTP 504)

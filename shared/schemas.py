@@ -92,6 +92,9 @@ class RankTask(BaseModel):
     query: str
     passages: list[str]
     truncate: Truncate
+    max_passage_tokens: int | None = Field(
+        None, ge=1, description="Cut each passage to this many tokens before NONE/END truncation (Cohere dialect)."
+    )
 
 
 class RankResult(BaseModel):

@@ -57,6 +57,25 @@ class Settings(BaseSettings):
         60.0, gt=0, description="Seconds the API waits for a worker's answer before replying 504."
     )
 
+    # --- batch jobs --------------------------------------------------------------------------
+    job_ttl: int = Field(
+        86400, ge=1, description="Seconds a batch job (its state and results) is kept after it is submitted or finished."
+    )
+    job_max_requests: int = Field(100_000, ge=1, description="Most ranking requests in one batch job (413 beyond).")
+    job_max_upload_bytes: int = Field(
+        256 * 1024 * 1024, ge=1024, description="Largest batch-job upload, NDJSON or JSON, in bytes (413 beyond)."
+    )
+    job_chunk_pairs: int = Field(256, ge=1, description="Pairs per chunk task a batch job is split into.")
+    job_window: int = Field(
+        8, ge=1, description="Chunks of one job queued at a time; each finished chunk queues the next."
+    )
+    job_batch_tokens: int = Field(
+        2048, ge=64, description="Token budget of a batch-job forward pass: small, so interactive work waits little."
+    )
+    job_visibility_timeout: int = Field(
+        600, ge=2, description="Seconds before a chunk taken by a worker that died is handed to another worker."
+    )
+
     # --- services ----------------------------------------------------------------------------
     redis_url: str = Field(
         "redis://localhost:6379/0", description="Redis used as Celery broker, result backend and worker registry."

@@ -7,27 +7,37 @@ only here); a model that cannot be loaded ends the process at once with one read
 from __future__ import annotations
 
 import logging
+import os
 import re
 import sys
 
 import redis
+import torch
 from celery import signals
 
-from shared.celery_app import interactive_queue
+from shared.celery_app import batch_queue, interactive_queue
 from shared.settings import get_settings
 from worker.batching import MicroBatcher
 from worker.heartbeat import Heartbeat
 from worker.model_source import ModelLoadError
 from worker.runtime import CrossEncoder
+from worker import job_tasks  # noqa: F401  (registers the batch-job chunk task)
+from worker.job_sweeper import JobSweeper
 from worker.tasks import WorkerState, app, install_state
 
 log = logging.getLogger("worker")
 
 
-def worker_name(model_id: str, device: str) -> str:
-    """Celery node name, readable in Flower: the model and device before the host."""
+def worker_name(model_id: str, device: torch.device) -> str:
+    """Celery node name, readable in Flower: model, device (the host's GPU id) and pid, then the host.
+
+    The pid keeps several workers of one host apart (two CPU workers, or a restarted one).
+    """
     slug = re.sub(r"[^A-Za-z0-9_.-]+", "-", model_id).strip("-")
-    return f"rerank-{slug}-{device}@%h"
+    label = "cpu"
+    if device.type == "cuda":
+        label = "gpu" + (os.environ.get("CUDA_VISIBLE_DEVICES") or str(device.index or 0)).replace(",", "+")
+    return f"rerank-{slug}-{label}-{os.getpid()}@%h"
 
 
 def main() -> int:
@@ -42,19 +52,19 @@ def main() -> int:
         print(f"rerank-fleet worker: {exc}", file=sys.stderr)
         return 2
     if settings.torch_threads:
-        import torch
-
         torch.set_num_threads(settings.torch_threads)
-    batcher = MicroBatcher(encoder.score, max_batch_tokens=settings.max_batch_tokens).start()
+    batcher = MicroBatcher(
+        encoder.score, max_batch_tokens=settings.max_batch_tokens, background_batch_tokens=settings.job_batch_tokens
+    ).start()
     install_state(WorkerState(model_id=model_id, encoder=encoder, batcher=batcher))
-    device = f"{encoder.device.type}{encoder.device.index or 0}" if encoder.device.type == "cuda" else "cpu"
-    name = worker_name(model_id, device)
-    heartbeat_holder: list[Heartbeat] = []
+    name = worker_name(model_id, encoder.device)
+    background: list[Heartbeat | JobSweeper] = []  # threads started once the worker consumes
 
     @signals.worker_ready.connect(weak=False)
     def _announce(sender, **_) -> None:
+        client = redis.Redis.from_url(settings.redis_url, socket_connect_timeout=2, socket_timeout=5)
         heartbeat = Heartbeat(
-            redis.Redis.from_url(settings.redis_url, socket_connect_timeout=2, socket_timeout=5),
+            client,
             worker_name=sender.hostname,
             model_id=model_id,
             describe=lambda: {
@@ -65,21 +75,24 @@ def main() -> int:
             interval=settings.heartbeat_interval,
             ttl=settings.worker_ttl,
         )
-        heartbeat.start()
-        heartbeat_holder.append(heartbeat)
-        log.info("serving %s as %s on queue %s", model_id, sender.hostname, interactive_queue(model_id))
+        sweeper = JobSweeper(client, visibility_timeout=settings.job_visibility_timeout)
+        for thread in (heartbeat, sweeper):
+            thread.start()
+            background.append(thread)
+        log.info("serving %s as %s on queues %s, %s", model_id, sender.hostname, interactive_queue(model_id),
+                 batch_queue(model_id))  # fmt: skip
 
     @signals.worker_shutdown.connect(weak=False)
     def _withdraw(**_) -> None:
-        for heartbeat in heartbeat_holder:
-            heartbeat.stop()
+        for thread in background:
+            thread.stop()
 
     app.worker_main(
         [
             "worker",
             "--pool=threads",
             f"--concurrency={settings.worker_concurrency}",
-            f"--queues={interactive_queue(model_id)}",
+            f"--queues={interactive_queue(model_id)},{batch_queue(model_id)}",
             f"--hostname={name}",
             f"--loglevel={settings.log_level.upper()}",
             "--without-gossip",

@@ -6,7 +6,9 @@ wait on the returned future; one model thread packs pending pairs into batches a
 - pairs are sorted by length, so a batch pads little;
 - a batch is bounded by a token budget, counted as padded tokens (longest pair x pairs);
 - the batch always holds the oldest pending pair, so no request starves behind shorter newcomers;
-- the model thread runs as soon as it is free and a pair is waiting: no timer waits for company.
+- the model thread runs as soon as it is free and a pair is waiting: no timer waits for company;
+- background pairs (batch jobs) run only when no interactive pair waits, in smaller batches
+  (`background_batch_tokens`), so a job's forward pass never holds the model long.
 """
 
 from __future__ import annotations
@@ -67,11 +69,18 @@ class _PendingPair:
 class MicroBatcher:
     """Packs pairs from concurrent requests into token-budget batches scored by one model thread."""
 
-    def __init__(self, score: ScoreFn, *, max_batch_tokens: int, window_batches: int = 8) -> None:
+    def __init__(
+        self,
+        score: ScoreFn,
+        *,
+        max_batch_tokens: int,
+        background_batch_tokens: int | None = None,
+        window_batches: int = 8,
+    ) -> None:
         self._score = score
-        self._max_batch_tokens = max_batch_tokens
-        self._window_tokens = max_batch_tokens * window_batches  # how far past the oldest pair we sort
-        self._pending: deque[_PendingPair] = deque()
+        self._budget = {False: max_batch_tokens, True: background_batch_tokens or max_batch_tokens}
+        self._window_batches = window_batches  # how far past the oldest pair we sort, in batches
+        self._queues: dict[bool, deque[_PendingPair]] = {False: deque(), True: deque()}  # by `background`
         self._cond = threading.Condition()
         self._seq = count()
         self._closed = False
@@ -91,8 +100,11 @@ class MicroBatcher:
         if self._thread is not None:
             self._thread.join()
 
-    def submit(self, pairs: Sequence[Sized]) -> Future:
-        """Queue one request's pairs; the future gives their scores in the same order."""
+    def submit(self, pairs: Sequence[Sized], *, background: bool = False) -> Future:
+        """Queue one request's pairs; the future gives their scores in the same order.
+
+        Background pairs wait while any interactive pair is pending.
+        """
         request = _Request(pairs=pairs, future=Future(), scores=[None] * len(pairs), remaining=len(pairs))
         if not pairs:
             request.future.set_result([])
@@ -100,26 +112,31 @@ class MicroBatcher:
         with self._cond:
             if self._closed:
                 raise RuntimeError("micro-batcher is closed")
-            self._pending.extend(_PendingPair(next(self._seq), request, i) for i in range(len(pairs)))
+            self._queues[background].extend(_PendingPair(next(self._seq), request, i) for i in range(len(pairs)))
             self._cond.notify()
         return request.future
 
     def _run(self) -> None:
         while True:
             with self._cond:
-                while not self._pending and not self._closed:
+                while not self._pending() and not self._closed:
                     self._cond.wait()
-                if not self._pending:
+                if not self._pending():
                     return
                 batch = self._take_batch()
             self._score_batch(batch)
 
+    def _pending(self) -> bool:
+        return bool(self._queues[False] or self._queues[True])
+
     def _take_batch(self) -> list[_PendingPair]:
         """Remove and return the next batch from the pending pairs (caller holds the lock)."""
+        background = not self._queues[False]
+        queue, budget = self._queues[background], self._budget[background]
         window: list[_PendingPair] = []
         window_tokens = 0
-        for pending in self._pending:
-            if window and window_tokens + pending.length > self._window_tokens:
+        for pending in queue:
+            if window and window_tokens + pending.length > budget * self._window_batches:
                 break
             window.append(pending)
             window_tokens += pending.length
@@ -128,13 +145,13 @@ class MicroBatcher:
         batch: list[_PendingPair] = []
         for pending in window:
             # pairs are sorted by length, so the newest pair sets the padded width
-            if batch and pending.length * (len(batch) + 1) > self._max_batch_tokens:
+            if batch and pending.length * (len(batch) + 1) > budget:
                 if any(p is oldest for p in batch):
                     break
                 batch = []
             batch.append(pending)
         taken = {id(p) for p in batch}
-        self._pending = deque(p for p in self._pending if id(p) not in taken)
+        self._queues[background] = deque(p for p in queue if id(p) not in taken)
         return batch
 
     def _score_batch(self, batch: list[_PendingPair]) -> None:

@@ -109,13 +109,20 @@ class CrossEncoder:
         )
         return encoder
 
-    def encode(self, query: str, passages: Sequence[str], truncate: str) -> list[EncodedPair]:
-        """Tokenize one request's pairs and apply NONE/END truncation (raises RerankError for NONE)."""
+    def encode(
+        self, query: str, passages: Sequence[str], truncate: str, max_passage_tokens: int | None = None
+    ) -> list[EncodedPair]:
+        """Tokenize one request's pairs and apply NONE/END truncation (raises RerankError for NONE).
+
+        `max_passage_tokens` first cuts every passage to that many tokens (Cohere's `max_tokens_per_doc`).
+        """
         query_enc = self.tokenizer.encode(query, add_special_tokens=False)
         passage_encs = self.tokenizer.encode_batch(list(passages), add_special_tokens=False)
         query_len = len(query_enc.ids)
         pairs: list[EncodedPair] = []
         for index, passage_enc in enumerate(passage_encs):
+            if max_passage_tokens is not None and len(passage_enc.ids) > max_passage_tokens:
+                passage_enc = _cut(passage_enc, max_passage_tokens, self.tokenizer)
             kept = fit_pair(
                 index=index,
                 query_len=query_len,

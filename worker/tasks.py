@@ -32,18 +32,27 @@ class WorkerState:
 _state: WorkerState | None = None
 
 
+def current_state() -> WorkerState:
+    """This process's model and batcher; UNAVAILABLE until the entrypoint has installed them."""
+    if _state is None:
+        raise RerankError(ErrorType.UNAVAILABLE, "the worker has not finished loading its model")
+    return _state
+
+
 def install_state(state: WorkerState) -> None:
     """Called once by the worker entrypoint after the model is loaded, before tasks are consumed."""
     global _state
     _state = state
 
 
-def fleet_task(name: str) -> Callable:
+def fleet_task(name: str, **options: Any) -> Callable:
     """The one task decorator of the project: name, JSON in and out, errors returned as data.
 
     A task returns {"ok": ...} or {"error": {"type", "message"}}; it never raises, so no exception text
-    crosses Redis and the API maps errors through the shared taxonomy.
+    crosses Redis and the API maps errors through the shared taxonomy. `options` go to Celery's
+    `app.task` (interactive default: result stored, acknowledged on start).
     """
+    options = {"ignore_result": False, "acks_late": False, **options}
 
     def decorate(body: Callable[[dict], dict]) -> Any:
         def run(payload: dict) -> dict:
@@ -57,7 +66,7 @@ def fleet_task(name: str) -> Callable:
 
         run.__name__ = body.__name__
         run.__doc__ = body.__doc__
-        return app.task(name=name, ignore_result=False, acks_late=False)(run)
+        return app.task(name=name, **options)(run)
 
     return decorate
 
@@ -66,10 +75,9 @@ def fleet_task(name: str) -> Callable:
 def rank(payload: dict) -> dict:
     """Score every (query, passage) pair of one ranking request."""
     task = RankTask.model_validate(payload)
-    if _state is None:
-        raise RerankError(ErrorType.UNAVAILABLE, "the worker has not finished loading its model")
-    if task.model_id != _state.model_id:
-        raise RerankError(ErrorType.NOT_FOUND, f"this worker serves {_state.model_id!r}, not {task.model_id!r}")
-    pairs = _state.encoder.encode(task.query, task.passages, task.truncate)
-    logits = _state.batcher.submit(pairs).result()
+    state = current_state()
+    if task.model_id != state.model_id:
+        raise RerankError(ErrorType.NOT_FOUND, f"this worker serves {state.model_id!r}, not {task.model_id!r}")
+    pairs = state.encoder.encode(task.query, task.passages, task.truncate, task.max_passage_tokens)
+    logits = state.batcher.submit(pairs).result()
     return RankResult(logits=logits, token_counts=[pair.length for pair in pairs]).model_dump()

@@ -136,3 +136,21 @@ def test_close_finishes_submitted_pairs_then_refuses_new_ones(model):
     assert future.result(1) == [0.0, 1.0]
     with pytest.raises(RuntimeError):
         batcher.submit(pairs(1))
+
+
+def test_interactive_pairs_go_ahead_of_background_pairs_which_run_in_smaller_batches(model):
+    model.gate.clear()
+    batcher = MicroBatcher(model.score, max_batch_tokens=1000, background_batch_tokens=40).start()
+    blocker = batcher.submit(pairs(1))
+    time.sleep(0.05)
+    job = batcher.submit(pairs(*([10] * 12), base=100), background=True)
+    interactive = batcher.submit(pairs(10, 10, 10, base=200))
+    model.gate.set()
+    assert interactive.result(5) == [200.0, 201.0, 202.0]
+    assert job.result(5) == [100.0 + i for i in range(12)]
+    blocker.result(5)
+    values = [[p.value for p in batch] for batch in model.batches]
+    assert values[1] == [200.0, 201.0, 202.0]  # submitted after the job, scored before it
+    job_batches = values[2:]
+    assert all(len(batch) <= 4 for batch in job_batches)  # 40-token budget: at most 4 pairs of 10
+    assert sorted(v for batch in job_batches for v in batch) == [100.0 + i for i in range(12)]

@@ -1,6 +1,7 @@
 """The cross-encoder runtime against a plain transformers forward, for a BERT and an XLM-R model."""
 
 import pytest
+import torch
 
 from shared.errors import ErrorType, RerankError
 from shared.settings import Settings
@@ -82,3 +83,27 @@ def test_pickled_weights_are_refused(bert_model_dir, tmp_path):
     torch.save(state, copy / "pytorch_model.bin")
     with pytest.raises(ModelLoadError, match="could not load model"):
         CrossEncoder.load(Settings(model=str(copy)))
+
+
+@pytest.mark.parametrize("truncate", ["END", "NONE"])
+def test_max_passage_tokens_keeps_the_first_tokens_of_each_passage(loaded, truncate):
+    """Cohere's max_tokens_per_doc: each passage is cut to N tokens first, so NONE no longer refuses it."""
+    encoder, reference = loaded
+    keep = 7
+    pairs = encoder.encode(QUERY, PASSAGES, truncate, max_passage_tokens=keep)
+    tokenizer = reference.tokenizer
+    query_tokens = len(tokenizer(QUERY, add_special_tokens=False)["input_ids"])
+    room = query_tokens + keep + tokenizer.num_special_tokens_to_add(pair=True)
+    expected = [tokenizer(QUERY, p, truncation="only_second", max_length=room, return_tensors="pt") for p in PASSAGES]
+    assert [pair.input_ids for pair in pairs] == [e["input_ids"][0].tolist() for e in expected]
+    assert pairs[0].length == pairs[1].length == room  # both passages are longer than `keep` tokens
+    with torch.inference_mode():
+        want = [float(reference.model(**inputs).logits[0, 0]) for inputs in expected]
+    assert encoder.score(pairs) == pytest.approx(want, abs=1e-4)
+
+
+def test_max_passage_tokens_then_end_still_fits_the_limit(loaded):
+    encoder, _ = loaded
+    pairs = encoder.encode("lorem ipsum dolor " * 400, ["a passage", "berlin " * 600], "END", max_passage_tokens=100)
+    assert [p.length for p in pairs] == [512, 512]
+    assert encoder.encode(QUERY, PASSAGES, "END", max_passage_tokens=10_000) == encoder.encode(QUERY, PASSAGES, "END")

@@ -1,0 +1,146 @@
+"""Batch-job state in Redis, as the API reads and writes it (key scheme: shared/job_keys.py)."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import AsyncIterator
+
+from redis.asyncio import Redis
+
+from shared.job_keys import (
+    JOBS_INDEX,
+    chunk_key,
+    idempotency_key,
+    ids_key,
+    job_key,
+    job_keys,
+    leases_key,
+    results_key,
+)
+from shared.job_schemas import FINISHED, Job, job_from_hash, result_line
+
+_RESULT_PAGE = 500
+
+# KEYS: job. ARGV: now. Cancels a job that has not finished; returns its status afterwards.
+_CANCEL = """
+local status = redis.call('HGET', KEYS[1], 'status')
+if status == 'queued' or status == 'running' then
+  redis.call('HSET', KEYS[1], 'status', 'cancelled', 'finished_at', ARGV[1])
+  return 'cancelled'
+end
+return status
+"""
+
+
+def _text(value) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+class JobStore:
+    def __init__(self, redis: Redis, ttl: int) -> None:
+        self._redis = redis
+        self._ttl = ttl
+
+    async def claim_idempotency_key(self, key: str, job_id: str) -> str | None:
+        """Bind `key` to `job_id`; if it was bound already, the job id it names."""
+        if await self._redis.set(idempotency_key(key), job_id, nx=True, ex=self._ttl):
+            return None
+        existing = await self._redis.get(idempotency_key(key))
+        return _text(existing) if existing else None
+
+    async def release_idempotency_key(self, key: str) -> None:
+        await self._redis.delete(idempotency_key(key))
+
+    async def create(self, job_id: str, model: str) -> None:
+        now = time.time()
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.hset(job_key(job_id), mapping={"model": model, "status": "queued", "created_at": now, "ttl": self._ttl})
+            pipe.expire(job_key(job_id), self._ttl)
+            await pipe.execute()
+
+    async def stage(
+        self, job_id: str, *, chunk: tuple[int, list[dict]] | None, failed_lines: dict[int, str], custom_ids: list
+    ) -> None:
+        """Write what the upload has produced so far: a chunk of requests for the workers, the error lines of
+        requests refused at submission, and the custom ids of both, in submission order."""
+        async with self._redis.pipeline(transaction=False) as pipe:
+            if chunk is not None:
+                chunk_no, entries = chunk
+                pipe.set(chunk_key(job_id, chunk_no), json.dumps(entries, separators=(",", ":")), ex=self._ttl)
+            if failed_lines:
+                pipe.hset(results_key(job_id), mapping=failed_lines)
+                pipe.expire(results_key(job_id), self._ttl)
+                pipe.hincrby(job_key(job_id), "failed_requests", len(failed_lines))
+            if custom_ids:
+                pipe.rpush(ids_key(job_id), *(json.dumps(c) for c in custom_ids))
+                pipe.expire(ids_key(job_id), self._ttl)
+            await pipe.execute()
+
+    async def finalize(self, job_id: str, *, requests: int, pairs: int, chunks: int, window: int) -> None:
+        """The upload is complete: record the totals and list the job (finished at once if no chunk)."""
+        fields = {"total_requests": requests, "total_pairs": pairs, "chunks_total": chunks, "window": window}
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.hset(job_key(job_id), mapping=fields)
+            if chunks == 0:
+                pipe.hset(job_key(job_id), mapping={
+                    "status": "failed", "finished_at": time.time(),
+                    "error": "every request of the job failed", "error_type": "job_failed"})  # fmt: skip
+            pipe.zadd(JOBS_INDEX, {job_id: time.time()})
+            pipe.zremrangebyscore(JOBS_INDEX, 0, time.time() - self._ttl)
+            await pipe.execute()
+
+    async def delete(self, job_id: str, chunks: int) -> None:
+        """Forget a job whose submission failed."""
+        await self._redis.delete(*job_keys(job_id), *(chunk_key(job_id, n) for n in range(chunks)))
+
+    async def lease(self, job_id: str, chunks: list[int]) -> None:
+        """Note that these chunks are being queued now (see worker/job_sweeper.py)."""
+        if chunks:
+            now = time.time()
+            await self._redis.hset(leases_key(job_id), mapping={chunk: now for chunk in chunks})
+            await self._redis.expire(leases_key(job_id), self._ttl)
+
+    async def get(self, job_id: str) -> Job | None:
+        fields = await self._redis.hgetall(job_key(job_id))
+        if not fields:
+            return None
+        return job_from_hash(job_id, {_text(k): _text(v) for k, v in fields.items()})
+
+    async def recent(self, limit: int) -> list[Job]:
+        ids = [_text(i) for i in await self._redis.zrevrange(JOBS_INDEX, 0, limit - 1)]
+        jobs = [await self.get(job_id) for job_id in ids]
+        return [job for job in jobs if job is not None]
+
+    async def cancel(self, job_id: str) -> str | None:
+        status = await self._redis.eval(_CANCEL, 1, job_key(job_id), time.time())
+        if status == b"cancelled" or status == "cancelled":
+            await self._redis.expire(job_key(job_id), self._ttl)
+        return _text(status) if status is not None else None
+
+    async def result_lines(self, job: Job) -> AsyncIterator[bytes]:
+        """One NDJSON line per request, in submission order, a page at a time.
+
+        A request a cancelled job never ran gets a `cancelled` error line.
+        """
+        total = job.progress.total_requests
+        for start in range(0, total, _RESULT_PAGE):
+            indices = list(range(start, min(start + _RESULT_PAGE, total)))
+            lines = await self._redis.hmget(results_key(job.id), indices)
+            custom_ids = None
+            for index, line in zip(indices, lines):
+                if line is None:
+                    if custom_ids is None:
+                        custom_ids = await self._redis.lrange(ids_key(job.id), start, indices[-1])
+                    line = _missing_line(index, custom_ids[index - start] if index - start < len(custom_ids) else None)
+                yield (_text(line) + "\n").encode()
+
+    @staticmethod
+    def is_finished(job: Job) -> bool:
+        return job.status in FINISHED
+
+
+def _missing_line(index: int, custom_id_json) -> str:
+    custom_id = json.loads(custom_id_json) if custom_id_json else None
+    error = {"type": "cancelled", "message": "the job was cancelled before this request ran"}
+    return result_line(index, custom_id, error=error)

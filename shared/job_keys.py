@@ -1,0 +1,51 @@
+"""Redis keys of batch jobs. `{id}` is a Redis Cluster hash tag, so one job's keys share a slot.
+
+- `rerank:job:{id}` hash: model, status, timestamps, error, counters (total_requests, total_pairs,
+  completed_requests, failed_requests, completed_pairs, chunks_total, chunks_done).
+- `rerank:job:{id}:chunk:<n>` string: JSON list of the requests of chunk n; deleted once committed.
+- `rerank:job:{id}:done` set: numbers of the committed chunks (a re-delivered chunk commits once).
+- `rerank:job:{id}:results` hash: request index -> its NDJSON result line.
+- `rerank:job:{id}:ids` list: each request's custom_id (JSON), in submission order.
+- `rerank:job:{id}:leases` hash: chunk number -> unix time it was last queued, started, or seen running;
+  a chunk whose lease is older than RERANK_JOB_VISIBILITY_TIMEOUT is queued again (worker/job_sweeper.py).
+- `rerank:jobs` sorted set: job ids by creation time, for listing.
+- `rerank:job-key:<Idempotency-Key>` string: the job id submitted with that key.
+Every job key expires RERANK_JOB_TTL seconds after submission, and again after the job finishes.
+"""
+
+from __future__ import annotations
+
+JOBS_INDEX = "rerank:jobs"
+
+
+def job_key(job_id: str) -> str:
+    return f"rerank:job:{{{job_id}}}"
+
+
+def chunk_key(job_id: str, chunk_no: int) -> str:
+    return f"{job_key(job_id)}:chunk:{chunk_no}"
+
+
+def done_key(job_id: str) -> str:
+    return f"{job_key(job_id)}:done"
+
+
+def results_key(job_id: str) -> str:
+    return f"{job_key(job_id)}:results"
+
+
+def ids_key(job_id: str) -> str:
+    return f"{job_key(job_id)}:ids"
+
+
+def leases_key(job_id: str) -> str:
+    return f"{job_key(job_id)}:leases"
+
+
+def idempotency_key(key: str) -> str:
+    return f"rerank:job-key:{key}"
+
+
+def job_keys(job_id: str) -> list[str]:
+    """The keys that live as long as the job (chunk payloads aside)."""
+    return [job_key(job_id), done_key(job_id), results_key(job_id), ids_key(job_id), leases_key(job_id)]

@@ -1,0 +1,175 @@
+"""Batch-job chunks: score a chunk's requests at background priority and commit their result lines once.
+
+A chunk task is acknowledged late: if its worker dies, the chunk returns to the queue after the
+visibility timeout. Committing is one Lua script that records the chunk as done and adds its lines and
+counters only the first time, so a chunk run twice is counted once. The run that commits chunk n
+queues chunk n + RERANK_JOB_WINDOW, so a job keeps a bounded number of chunks queued and never fills a
+worker's task slots ahead of interactive requests. Every queued or running chunk holds a lease that its
+worker renews; worker/job_sweeper.py queues again any chunk whose lease lapsed or that the chain lost.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from concurrent.futures import Future
+
+import redis
+
+from shared.celery_app import JOB_CHUNK_TASK, send_job_chunk
+from shared.errors import ErrorType, RerankError
+from shared.job_keys import chunk_key, done_key, job_key, job_keys, leases_key
+from shared.job_schemas import ChunkEntry, result_line
+from shared.schemas import RankResult, build_ranking_response
+from shared.settings import get_settings
+from worker import tasks
+
+log = logging.getLogger(__name__)
+
+# KEYS: job, done, results, ids, leases, chunk. ARGV: chunk no, completed, failed, pairs, now, (index, line)...
+# The job's keys get their TTL (the job's own `ttl` field, set by the API) again when it finishes.
+_COMMIT = """
+if redis.call('SADD', KEYS[2], ARGV[1]) == 0 then return 0 end
+for i = 6, #ARGV, 2 do redis.call('HSET', KEYS[3], ARGV[i], ARGV[i + 1]) end
+redis.call('HINCRBY', KEYS[1], 'completed_requests', ARGV[2])
+redis.call('HINCRBY', KEYS[1], 'failed_requests', ARGV[3])
+redis.call('HINCRBY', KEYS[1], 'completed_pairs', ARGV[4])
+redis.call('HDEL', KEYS[5], ARGV[1])
+local done = redis.call('HINCRBY', KEYS[1], 'chunks_done', 1)
+local total = tonumber(redis.call('HGET', KEYS[1], 'chunks_total') or '-1')
+local status = redis.call('HGET', KEYS[1], 'status')
+if done == total and (status == 'queued' or status == 'running') then
+  local completed = tonumber(redis.call('HGET', KEYS[1], 'completed_requests'))
+  redis.call('HSET', KEYS[1], 'status', completed > 0 and 'succeeded' or 'failed', 'finished_at', ARGV[5])
+  if completed == 0 then
+    redis.call('HSET', KEYS[1], 'error', 'every request of the job failed', 'error_type', 'job_failed')
+  end
+  local ttl = tonumber(redis.call('HGET', KEYS[1], 'ttl') or '86400')
+  for i = 1, 5 do redis.call('EXPIRE', KEYS[i], ttl) end
+end
+redis.call('DEL', KEYS[6])
+return 1
+"""
+
+# KEYS: job. ARGV: now. Marks a queued job running, once.
+_START = """
+if redis.call('HGET', KEYS[1], 'status') == 'queued' then
+  redis.call('HSET', KEYS[1], 'status', 'running', 'started_at', ARGV[1])
+end
+return redis.call('HGET', KEYS[1], 'status')
+"""
+
+_client: redis.Redis | None = None
+
+
+def _redis() -> redis.Redis:
+    global _client
+    if _client is None:
+        _client = redis.Redis.from_url(get_settings().redis_url, socket_connect_timeout=2, socket_timeout=10)
+    return _client
+
+
+def entry_line(entry: ChunkEntry, outcome: RankResult | RerankError) -> str:
+    """The NDJSON line of one request: its rankings, or its error."""
+    if isinstance(outcome, RerankError):
+        return result_line(entry.index, entry.custom_id, error=outcome.to_dict())
+    return result_line(entry.index, entry.custom_id, response=build_ranking_response(outcome, entry.limit).model_dump())
+
+
+def score_entries(entries: list[ChunkEntry]) -> list[RankResult | RerankError]:
+    """Each request's scores, its pairs queued behind interactive work; a bad request fails alone."""
+    state = tasks.current_state()
+    pending: list[tuple[list, Future] | RerankError] = []
+    for entry in entries:
+        try:
+            pairs = state.encoder.encode(entry.query, entry.passages, entry.truncate)
+            pending.append((pairs, state.batcher.submit(pairs, background=True)))
+        except RerankError as error:
+            pending.append(error)
+    outcomes: list[RankResult | RerankError] = []
+    for item in pending:
+        if isinstance(item, RerankError):
+            outcomes.append(item)
+            continue
+        pairs, future = item
+        try:
+            logits = future.result()
+        except Exception:
+            log.exception("a batch-job forward pass failed")
+            outcomes.append(RerankError(ErrorType.INTERNAL, "the worker failed to score this request"))
+            continue
+        outcomes.append(RankResult(logits=logits, token_counts=[pair.length for pair in pairs]))
+    return outcomes
+
+
+def commit(job_id: str, chunk_no: int, entries: list[ChunkEntry], outcomes: list) -> bool:
+    """Record the chunk's lines and counters, once; True if this call was the one that counted."""
+    completed = sum(1 for o in outcomes if isinstance(o, RankResult))
+    pairs = sum(len(e.passages) for e, o in zip(entries, outcomes) if isinstance(o, RankResult))
+    argv: list = [chunk_no, completed, len(outcomes) - completed, pairs, time.time()]
+    for entry, outcome in zip(entries, outcomes):
+        argv += [entry.index, entry_line(entry, outcome)]
+    keys = job_keys(job_id) + [chunk_key(job_id, chunk_no)]
+    return bool(_redis().eval(_COMMIT, len(keys), *keys, *argv))
+
+
+class RunningChunks:
+    """The chunks this process is scoring, whose leases its heartbeat renews."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._running: dict[tuple[str, int], int] = {}
+
+    def add(self, job_id: str, chunk: int) -> None:
+        with self._lock:
+            self._running[(job_id, chunk)] = self._running.get((job_id, chunk), 0) + 1
+
+    def remove(self, job_id: str, chunk: int) -> None:
+        with self._lock:
+            left = self._running.pop((job_id, chunk), 1) - 1
+            if left:
+                self._running[(job_id, chunk)] = left
+
+    def renew_leases(self, client: redis.Redis) -> None:
+        with self._lock:
+            running = list(self._running)
+        now = time.time()
+        with client.pipeline(transaction=False) as pipe:
+            for job_id, chunk in running:
+                pipe.hset(leases_key(job_id), chunk, now)
+            pipe.execute()
+
+
+running_chunks = RunningChunks()
+
+
+def queue_chunk(client: redis.Redis, *, job_id: str, model: str, chunk: int, window: int) -> None:
+    """Lease a chunk, then queue it."""
+    client.hset(leases_key(job_id), chunk, time.time())
+    send_job_chunk(tasks.app, job_id=job_id, model=model, chunk=chunk, window=window)
+
+
+@tasks.fleet_task(JOB_CHUNK_TASK, acks_late=True, reject_on_worker_lost=True, ignore_result=True)
+def job_chunk(payload: dict) -> dict:
+    """Score one chunk of a batch job; the run that commits it queues the job's next chunk."""
+    job_id, chunk_no, window = payload["job_id"], int(payload["chunk"]), int(payload["window"])
+    client = _redis()
+    status = client.eval(_START, 1, job_key(job_id), time.time())
+    if status is None or status == b"cancelled":
+        return {"skipped": True}  # expired, deleted or cancelled: nothing to do, nothing to queue
+    raw = client.get(chunk_key(job_id, chunk_no))
+    if raw is None or client.sismember(done_key(job_id), chunk_no):
+        return {"chunk": chunk_no, "committed": False}  # another run committed it
+    running_chunks.add(job_id, chunk_no)
+    try:
+        client.hset(leases_key(job_id), chunk_no, time.time())
+        entries = [ChunkEntry.model_validate(e) for e in json.loads(raw)]
+        committed = commit(job_id, chunk_no, entries, score_entries(entries))
+    finally:
+        running_chunks.remove(job_id, chunk_no)
+    total = int(client.hget(job_key(job_id), "chunks_total") or 0)
+    if committed and chunk_no + window < total:
+        queue_chunk(client, job_id=job_id, model=payload["model"], chunk=chunk_no + window, window=window)
+    return {"chunk": chunk_no, "committed": committed}
