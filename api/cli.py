@@ -9,7 +9,7 @@ import sys
 
 from pydantic import ValidationError
 
-from api.launcher import Fleet
+from api.jobs_cli import add_jobs_parser, run_jobs
 from shared.settings import Settings
 
 
@@ -28,11 +28,14 @@ def _build_parser() -> argparse.ArgumentParser:
     up.add_argument("--grpc-port", type=int, help="KServe V2 gRPC port, 0 for none (RERANK_GRPC_PORT, default 8001)")
     up.add_argument("--redis-url", help="use this Redis instead of an embedded one (RERANK_REDIS_URL)")
     up.add_argument("--device", choices=["auto", "cpu", "cuda"], help="worker device (RERANK_DEVICE)")
+    add_jobs_parser(commands)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _build_parser().parse_args(argv)
+    if args.command == "jobs":
+        return run_jobs(args)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # the readiness polls
     overrides = {
@@ -55,6 +58,8 @@ def main(argv: list[str] | None = None) -> int:
     except ValidationError as exc:
         print(f"rerank-fleet: invalid settings:\n{exc}", file=sys.stderr)
         return 2
+    from api.launcher import Fleet  # grpc, tritonclient and numpy: only `up` needs them
+
     redis_url_given = args.redis_url is not None or bool(os.environ.get("RERANK_REDIS_URL"))
     return Fleet(settings, redis_url_given=redis_url_given).run()
 

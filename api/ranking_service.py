@@ -132,6 +132,9 @@ class RankingService:
             task_id=task_id,
             queue=interactive_queue(task.model_id),
             expires=timeout,  # a worker drops it once the client has given up
+            # what Flower and worker logs show of the arguments: never the query or passages
+            argsrepr=f"[model={task.model_id!r} passages={len(task.passages)} truncate={task.truncate}]",
+            kwargsrepr="{}",
             retry=False,
         )
 

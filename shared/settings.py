@@ -70,7 +70,13 @@ class Settings(BaseSettings):
         8, ge=1, description="Chunks of one job queued at a time; each finished chunk queues the next."
     )
     job_batch_tokens: int = Field(
-        2048, ge=64, description="Token budget of a batch-job forward pass: small, so interactive work waits little."
+        8192, ge=64, description="Most tokens in a batch-job forward pass (see RERANK_JOB_FORWARD_MS)."
+    )
+    job_forward_ms: float = Field(
+        100.0,
+        gt=0,
+        description="Batch-job forward passes are sized to take about this long at the measured throughput, "
+        "so an interactive request waits at most about this long behind one.",
     )
     job_visibility_timeout: int = Field(
         600, ge=2, description="Seconds before a chunk taken by a worker that died is handed to another worker."

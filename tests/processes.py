@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -107,6 +108,17 @@ def start_api(log_dir: Path, *, redis_url: str, timeout: float = 60, **settings)
         time.sleep(0.1)
     proc.stop()
     raise RuntimeError(f"API did not come up within {timeout}s:\n{proc.log()[-3000:]}")
+
+
+@contextlib.contextmanager
+def silent_worker(redis_url: str, model_id: str):
+    """A worker announced in the registry that consumes nothing: requests for its model wait forever."""
+    client = redis.Redis.from_url(redis_url)
+    client.zadd(model_workers_key(model_id), {"silent@host": time.time() + 3600})
+    try:
+        yield
+    finally:
+        client.delete(model_workers_key(model_id))
 
 
 def worker_report(redis_url: str, worker_name: str, timeout: float = 10) -> dict:

@@ -54,7 +54,10 @@ def main() -> int:
     if settings.torch_threads:
         torch.set_num_threads(settings.torch_threads)
     batcher = MicroBatcher(
-        encoder.score, max_batch_tokens=settings.max_batch_tokens, background_batch_tokens=settings.job_batch_tokens
+        encoder.score,
+        max_batch_tokens=settings.max_batch_tokens,
+        background_batch_tokens=settings.job_batch_tokens,
+        background_forward_seconds=settings.job_forward_ms / 1000,
     ).start()
     install_state(WorkerState(model_id=model_id, encoder=encoder, batcher=batcher))
     name = worker_name(model_id, encoder.device)

@@ -7,14 +7,16 @@ wait on the returned future; one model thread packs pending pairs into batches a
 - a batch is bounded by a token budget, counted as padded tokens (longest pair x pairs);
 - the batch always holds the oldest pending pair, so no request starves behind shorter newcomers;
 - the model thread runs as soon as it is free and a pair is waiting: no timer waits for company;
-- background pairs (batch jobs) run only when no interactive pair waits, in smaller batches
-  (`background_batch_tokens`), so a job's forward pass never holds the model long.
+- background pairs (batch jobs) run only when no interactive pair waits, in batches sized to take about
+  `background_forward_seconds` at the throughput measured so far (at most `background_batch_tokens`),
+  so a job's forward pass never holds the model long on a slow CPU or a fast GPU alike.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections import deque
 from concurrent.futures import Future
 from dataclasses import dataclass, field
@@ -75,10 +77,13 @@ class MicroBatcher:
         *,
         max_batch_tokens: int,
         background_batch_tokens: int | None = None,
+        background_forward_seconds: float | None = None,
         window_batches: int = 8,
     ) -> None:
         self._score = score
         self._budget = {False: max_batch_tokens, True: background_batch_tokens or max_batch_tokens}
+        self._background_seconds = background_forward_seconds
+        self._tokens_per_second: float | None = None  # moving average of padded tokens per second
         self._window_batches = window_batches  # how far past the oldest pair we sort, in batches
         self._queues: dict[bool, deque[_PendingPair]] = {False: deque(), True: deque()}  # by `background`
         self._cond = threading.Condition()
@@ -133,6 +138,8 @@ class MicroBatcher:
         """Remove and return the next batch from the pending pairs (caller holds the lock)."""
         background = not self._queues[False]
         queue, budget = self._queues[background], self._budget[background]
+        if background and self._background_seconds and self._tokens_per_second:
+            budget = int(min(budget, max(64, self._tokens_per_second * self._background_seconds)))
         window: list[_PendingPair] = []
         window_tokens = 0
         for pending in queue:
@@ -155,6 +162,7 @@ class MicroBatcher:
         return batch
 
     def _score_batch(self, batch: list[_PendingPair]) -> None:
+        started = time.perf_counter()
         try:
             scores = self._score([p.request.pairs[p.position] for p in batch])
         except Exception as exc:  # a failed pass fails the requests in it, not the worker
@@ -164,12 +172,20 @@ class MicroBatcher:
                     pending.request.future.set_exception(exc)
             return
         self._count(batch)
+        self._measure(max(p.length for p in batch) * len(batch), time.perf_counter() - started)
         for pending, score in zip(batch, scores):
             request = pending.request
             request.scores[pending.position] = float(score)
             request.remaining -= 1
             if request.remaining == 0 and not request.future.done():
                 request.future.set_result(request.scores)
+
+    def _measure(self, padded_tokens: int, seconds: float) -> None:
+        if seconds <= 0:
+            return
+        rate = padded_tokens / seconds
+        previous = self._tokens_per_second
+        self._tokens_per_second = rate if previous is None else 0.8 * previous + 0.2 * rate
 
     def _count(self, batch: list[_PendingPair]) -> None:
         requests = len({id(p.request) for p in batch})

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import time
 
 import httpx
 import redis
 
-from shared.registry import model_workers_key
 from shared.schemas import ErrorEnvelope
-from tests.processes import start_api, start_redis
+from tests.processes import silent_worker, start_api, start_redis
 
 BODY = {"query": {"text": "q"}, "passages": [{"text": "p"}]}
 
@@ -30,18 +30,16 @@ def test_no_worker_for_the_model_is_503_with_retry_after(log_dir, redis_server):
 def test_a_worker_that_never_answers_is_504_after_the_timeout(log_dir, redis_server):
     """A registered worker that consumes nothing: the request times out instead of hanging."""
     model_id = "silent/model"
-    client = redis.Redis.from_url(redis_server.extra["url"])
     api = start_api(log_dir, redis_url=redis_server.extra["url"], model=model_id, request_timeout=1.5)
     try:
-        client.zadd(model_workers_key(model_id), {"silent@host": time.time() + 60})
-        started = time.monotonic()
-        response = httpx.post(api.extra["url"] + "/v1/ranking", json={"model": model_id, **BODY}, timeout=30)
-        elapsed = time.monotonic() - started
-        assert response.status_code == 504
-        assert ErrorEnvelope.model_validate(response.json()).error.type == "timeout_error"
-        assert 1.4 < elapsed < 5
+        with silent_worker(redis_server.extra["url"], model_id):
+            started = time.monotonic()
+            response = httpx.post(api.extra["url"] + "/v1/ranking", json={"model": model_id, **BODY}, timeout=30)
+            elapsed = time.monotonic() - started
+            assert response.status_code == 504
+            assert ErrorEnvelope.model_validate(response.json()).error.type == "timeout_error"
+            assert 1.4 < elapsed < 5
     finally:
-        client.delete(model_workers_key(model_id))
         api.stop()
 
 
@@ -91,3 +89,20 @@ def test_without_a_key_any_authorization_header_is_ignored(bert_stack):
         headers={"Authorization": "Bearer **********"},
     )
     assert response.status_code == 200
+
+
+def test_task_messages_show_counts_never_the_texts(log_dir, redis_server):
+    """What Flower and worker logs display of a queued request: model and counts, not the query or passages."""
+    model_id = "private/model"
+    api = start_api(log_dir, redis_url=redis_server.extra["url"], model=model_id, request_timeout=1)
+    try:
+        with silent_worker(redis_server.extra["url"], model_id):
+            body = {"model": model_id, "query": {"text": "secret question"},
+                    "passages": [{"text": "confidential passage"}, {"text": "another secret"}]}  # fmt: skip
+            assert httpx.post(api.extra["url"] + "/v1/ranking", json=body, timeout=30).status_code == 504
+        queued = redis.Redis.from_url(redis_server.extra["url"]).lrange(f"rank.{model_id}.interactive", 0, -1)
+        headers = json.loads(queued[-1])["headers"]
+        assert headers["argsrepr"] == "[model='private/model' passages=2 truncate=NONE]"
+        assert "secret" not in headers["argsrepr"] + headers["kwargsrepr"]
+    finally:
+        api.stop()

@@ -9,7 +9,6 @@ import grpc
 import httpx
 import numpy as np
 import pytest
-import redis
 import tritonclient.grpc as grpcclient
 import tritonclient.grpc.aio as aioclient
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -17,8 +16,7 @@ from tritonclient.grpc import service_pb2, service_pb2_grpc
 from tritonclient.utils import InferenceServerException
 
 from api.grpc_protocol import grpc_model_name
-from shared.registry import model_workers_key
-from tests.processes import start_api
+from tests.processes import silent_worker, start_api
 
 QUERY = "which way should i go?"
 PASSAGES = [
@@ -204,18 +202,16 @@ def test_api_key_is_required_as_bearer_metadata(log_dir, redis_server, bert_stac
 def test_the_clients_deadline_is_honoured(log_dir, redis_server):
     """A registered worker that never answers: the call ends at the client's deadline, not the server's."""
     model_id = "silent/grpc-model"
-    client_redis = redis.Redis.from_url(redis_server.extra["url"])
     api = start_api(log_dir, redis_url=redis_server.extra["url"], model=model_id, request_timeout=30)
     try:
-        client_redis.zadd(model_workers_key(model_id), {"silent@host": time.time() + 60})
-        client = grpcclient.InferenceServerClient(api.extra["grpc"])
-        started = time.monotonic()
-        expect_error(
-            lambda: client.infer(grpc_model_name(model_id), nim_inputs(grpcclient, QUERY, PASSAGES[:1]),
-                                 client_timeout=1.5),
-            "DEADLINE_EXCEEDED",
-        )  # fmt: skip
-        assert time.monotonic() - started < 5
+        with silent_worker(redis_server.extra["url"], model_id):
+            client = grpcclient.InferenceServerClient(api.extra["grpc"])
+            started = time.monotonic()
+            expect_error(
+                lambda: client.infer(grpc_model_name(model_id), nim_inputs(grpcclient, QUERY, PASSAGES[:1]),
+                                     client_timeout=1.5),
+                "DEADLINE_EXCEEDED",
+            )  # fmt: skip
+            assert time.monotonic() - started < 5
     finally:
-        client_redis.delete(model_workers_key(model_id))
         api.stop()

@@ -154,3 +154,23 @@ def test_interactive_pairs_go_ahead_of_background_pairs_which_run_in_smaller_bat
     job_batches = values[2:]
     assert all(len(batch) <= 4 for batch in job_batches)  # 40-token budget: at most 4 pairs of 10
     assert sorted(v for batch in job_batches for v in batch) == [100.0 + i for i in range(12)]
+
+
+def test_background_batches_are_sized_by_measured_throughput():
+    """At 10,000 tokens/s and a 20 ms target, background batches hold about 200 tokens."""
+    batches = []
+
+    def slow_score(batch):
+        batches.append(list(batch))
+        time.sleep(max(p.length for p in batch) * len(batch) / 10_000)
+        return [p.value for p in batch]
+
+    batcher = MicroBatcher(
+        slow_score, max_batch_tokens=4000, background_batch_tokens=4000, background_forward_seconds=0.02
+    ).start()
+    batcher.submit(pairs(*([50] * 40))).result(10)  # interactive: measures the rate, 4000-token batches
+    assert max(len(b) for b in batches) > 20
+    batches.clear()
+    batcher.submit(pairs(*([50] * 40)), background=True).result(10)
+    assert all(len(b) <= 5 for b in batches)  # about 200 tokens: 4 pairs of 50 (5 with timing noise)
+    batcher.close()
