@@ -33,9 +33,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         waiter = ResultWaiter(redis)
         await waiter.start()
         registry = WorkerRegistry(redis, settings.worker_ttl)
-        app.state.settings = settings
-        app.state.redis = redis
-        app.state.worker_registry = registry
         celery = create_celery_app(settings, result_backend=False)
         app.state.ranking_service = service = RankingService(settings, celery, waiter, registry)
         app.state.job_store = job_store = JobStore(redis, settings.job_ttl)
