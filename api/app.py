@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import logging
+import time
 import uuid
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
 from redis.asyncio import Redis
 
-from api import compat_router, health_router, job_router, ranking_router
+from api import compat_router, health_router, job_router, metrics, ranking_router
 from api.errors import install_error_handlers
+from api.fleet_metrics import FleetReader
 from api.grpc_server import GrpcServer
 from api.job_service import JobService
 from api.job_store import JobStore
@@ -18,14 +20,20 @@ from api.ranking_service import RankingService
 from api.result_waiter import ResultWaiter
 from api.worker_registry import WorkerRegistry
 from shared.celery_app import create_celery_app
+from shared.log_format import configure_logging, request_id
 from shared.settings import Settings, get_settings
 
 log = logging.getLogger("api")
+access_log = logging.getLogger("api.access")
+
+QUIET_ROUTES = ("/v1/health/", "/metrics")  # polled by probes and scrapers: logged at debug level only
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the HTTP app for `settings` (default: from the environment)."""
     settings = settings or get_settings()
+    # uvicorn's own loggers join the root handler, so that its lines take the same format
+    configure_logging(settings.log_level, settings.log_format, loggers=("uvicorn", "uvicorn.error", "uvicorn.access"))
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -33,6 +41,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         waiter = ResultWaiter(redis)
         await waiter.start()
         registry = WorkerRegistry(redis, settings.worker_ttl)
+        app.state.fleet_reader = FleetReader(redis, registry, settings.served_model_id)
         celery = create_celery_app(settings, result_backend=False)
         app.state.ranking_service = service = RankingService(settings, celery, waiter, registry)
         app.state.job_store = job_store = JobStore(redis, settings.job_ttl)
@@ -63,14 +72,26 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(ranking_router.router)
     app.include_router(job_router.router)
     app.include_router(compat_router.router)
+    app.include_router(metrics.router)
 
     @app.middleware("http")
-    async def request_id(request: Request, call_next):
+    async def tag_request(request: Request, call_next):
         request.state.request_id = (request.headers.get("x-request-id") or uuid.uuid4().hex)[:128]
-        response = await call_next(request)
-        response.headers["X-Request-ID"] = request.state.request_id
-        return response
+        token = request_id.set(request.state.request_id)  # every line logged for this request carries it
+        started = time.perf_counter()
+        try:
+            response = await call_next(request)
+            response.headers["X-Request-ID"] = request.state.request_id
+            access_log.log(
+                logging.DEBUG if request.url.path.startswith(QUIET_ROUTES) else logging.INFO,
+                "%s %s %d", request.method, request.url.path, response.status_code,
+                extra={"status": response.status_code, "seconds": round(time.perf_counter() - started, 4)},
+            )  # fmt: skip
+            return response
+        finally:
+            request_id.reset(token)
 
+    app.add_middleware(metrics.HttpMetricsMiddleware)  # added last: the outermost, so it times everything
     return app
 
 

@@ -10,6 +10,7 @@ import sys
 from pydantic import ValidationError
 
 from api.jobs_cli import add_jobs_parser, run_jobs
+from shared.log_format import configure_logging
 from shared.settings import Settings
 
 
@@ -28,6 +29,8 @@ def _build_parser() -> argparse.ArgumentParser:
     up.add_argument("--grpc-port", type=int, help="KServe V2 gRPC port, 0 for none (RERANK_GRPC_PORT, default 8001)")
     up.add_argument("--redis-url", help="use this Redis instead of an embedded one (RERANK_REDIS_URL)")
     up.add_argument("--device", choices=["auto", "cpu", "cuda"], help="worker device (RERANK_DEVICE)")
+    up.add_argument("--flower-port", type=int, help="port of the Flower dashboard (RERANK_FLOWER_PORT, default 5555)")
+    up.add_argument("--no-flower", action="store_true", help="do not start Flower (same as --flower-port 0)")
     add_jobs_parser(commands)
     return parser
 
@@ -36,8 +39,6 @@ def main(argv: list[str] | None = None) -> int:
     args = _build_parser().parse_args(argv)
     if args.command == "jobs":
         return run_jobs(args)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("httpx").setLevel(logging.WARNING)  # the readiness polls
     overrides = {
         name: value
         for name, value in (
@@ -48,6 +49,7 @@ def main(argv: list[str] | None = None) -> int:
             ("grpc_port", args.grpc_port),
             ("redis_url", args.redis_url),
             ("device", args.device),
+            ("flower_port", 0 if args.no_flower else args.flower_port),
         )
         if value is not None
     }
@@ -58,6 +60,8 @@ def main(argv: list[str] | None = None) -> int:
     except ValidationError as exc:
         print(f"rerank-fleet: invalid settings:\n{exc}", file=sys.stderr)
         return 2
+    configure_logging("info", settings.log_format)
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # the readiness polls
     from api.launcher import Fleet  # grpc, tritonclient and numpy: only `up` needs them
 
     redis_url_given = args.redis_url is not None or bool(os.environ.get("RERANK_REDIS_URL"))

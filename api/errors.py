@@ -10,6 +10,7 @@ from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from api.metrics import count_error
 from shared.errors import ErrorType, RerankError
 from shared.schemas import ErrorBody, ErrorEnvelope
 
@@ -41,6 +42,7 @@ ERROR_RESPONSES[422] = {"model": ErrorEnvelope, "description": ErrorType.INVALID
 def error_response(error: RerankError, status: int | None = None) -> JSONResponse:
     """The envelope for one error, with Retry-After where the client should come back later."""
     status = status or HTTP_STATUS[error.type]
+    count_error("http", error.type.value)
     body = ErrorEnvelope(error=ErrorBody(message=error.message, type=error.type.value, code=status))
     headers = {}
     if error.retry_after is not None:

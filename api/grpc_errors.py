@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import grpc
 
+from api.metrics import count_error
 from shared.errors import ErrorType, RerankError
 
 GRPC_STATUS: dict[ErrorType, grpc.StatusCode] = {
@@ -22,6 +23,7 @@ GRPC_STATUS: dict[ErrorType, grpc.StatusCode] = {
 
 async def abort(context: grpc.aio.ServicerContext, error: RerankError) -> None:
     """End the call with the error's status code and message (and retry-after where given)."""
+    count_error("grpc", error.type.value)
     if error.retry_after is not None:
         context.set_trailing_metadata((("retry-after", str(error.retry_after)),))
     await context.abort(GRPC_STATUS[error.type], error.message)

@@ -12,7 +12,8 @@ from tritonclient.grpc import service_pb2_grpc
 
 from api import grpc_protocol as protocol
 from api.auth import key_matches
-from api.grpc_errors import abort
+from api.grpc_errors import GRPC_STATUS, abort
+from api.metrics import observe_grpc
 from api.ranking_service import RankingService
 from shared.errors import ErrorType, RerankError
 from shared.settings import Settings
@@ -29,17 +30,20 @@ def translated(authenticate: bool) -> Callable:
     def decorate(method: Callable[..., Awaitable]) -> Callable[..., Awaitable]:
         @functools.wraps(method)
         async def rpc(self: "InferenceServicer", request, context: grpc.aio.ServicerContext):
-            try:
-                if authenticate:
-                    self.authenticate(context)
-                return await method(self, request, context)
-            except RerankError as error:
-                await abort(context, error)
-            except grpc.aio.AbortError:
-                raise
-            except Exception:
-                log.exception("%s failed", method.__name__)
-                await abort(context, RerankError(ErrorType.INTERNAL, "internal error"))
+            with observe_grpc(method.__name__) as call:
+                try:
+                    if authenticate:
+                        self.authenticate(context)
+                    return await method(self, request, context)
+                except RerankError as error:
+                    call.status = GRPC_STATUS[error.type].name
+                    await abort(context, error)
+                except grpc.aio.AbortError:
+                    raise
+                except Exception:
+                    log.exception("%s failed", method.__name__)
+                    call.status = grpc.StatusCode.INTERNAL.name
+                    await abort(context, RerankError(ErrorType.INTERNAL, "internal error"))
 
         return rpc
 

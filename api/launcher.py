@@ -1,5 +1,5 @@
 """`rerank-fleet up`: Redis (embedded unless given), one worker per visible GPU (else one CPU worker),
-and the API, started as child processes, watched, and stopped together."""
+the API and Flower, started as child processes, watched, and stopped together."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ import httpx
 
 from api.grpc_protocol import grpc_model_name
 from api.embedded_redis import remove_data_dir, start_embedded_redis
+from ops.flower import flower_command, flower_env
 from shared.settings import Settings
 
 log = logging.getLogger("rerank-fleet")
@@ -130,8 +131,10 @@ class Fleet:
             ],
             env,
         )  # fmt: skip
-        log.info("started %d worker(s) for %s (%s) and the API", len(worker_envs), settings.served_model_id,
-                 f"GPUs {','.join(gpus)}" if gpus else "CPU")  # fmt: skip
+        if settings.flower_port:
+            self._spawn("flower", flower_command(settings), flower_env(settings, env))
+        log.info("started %d worker(s) for %s (%s), the API%s", len(worker_envs), settings.served_model_id,
+                 f"GPUs {','.join(gpus)}" if gpus else "CPU", " and Flower" if settings.flower_port else "")  # fmt: skip
 
     def _dead_child(self) -> Child | None:
         return next((c for c in self.children if c.process.poll() is not None), None)
@@ -169,6 +172,8 @@ class Fleet:
             lines.append(
                 f"  gRPC    {host}:{settings.grpc_port}   (KServe V2 model {grpc_model_name(settings.served_model_id)!r})"
             )
+        if settings.flower_port:
+            lines.append(f"  Flower  http://{host}:{settings.flower_port}/   (workers and tasks; metrics: {base}/metrics)")
         lines += [f"  Redis   {settings.redis_url}", "Press Ctrl-C to stop."]
         print("\n".join(lines), flush=True)
 

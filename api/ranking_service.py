@@ -13,6 +13,7 @@ from celery import Celery
 from kombu.exceptions import OperationalError
 from redis.exceptions import RedisError
 
+from api.metrics import note_model
 from api.model_names import match_served_model
 from api.result_waiter import ResultWaiter
 from api.worker_registry import WorkerRegistry
@@ -59,6 +60,7 @@ class RankingService:
             )
         try:
             await self._require_worker(model)
+            note_model(model)
             task = RankTask(
                 request_id=request_id or uuid.uuid4().hex,
                 model_id=model,

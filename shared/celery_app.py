@@ -63,6 +63,10 @@ def create_celery_app(settings: Settings, *, result_backend: bool = True) -> Cel
         redis_socket_connect_timeout=2,
         redis_backend_health_check_interval=10,
         task_default_queue=interactive_queue(settings.served_model_id),
+        # Task events for Flower: senders announce each task (with its argsrepr: counts, never texts),
+        # workers report received/started/succeeded/failed and their heartbeats.
+        worker_send_task_events=True,
+        task_send_sent_event=True,
         worker_hijack_root_logger=False,
     )
     return app

@@ -2,7 +2,8 @@
 
 - `rerank:models:<model_id>` is a sorted set: member = worker name, score = unix time of its last heartbeat.
 - `rerank:worker:<worker name>` is a JSON string describing the worker and its batch statistics;
-  it expires when the worker stops sending heartbeats.
+  it expires when the worker stops sending heartbeats. Its `metrics` field holds the worker's Prometheus
+  metric families (worker/metrics.py), which the API's `/metrics` re-exposes labelled by worker.
 A worker counts as live while its last heartbeat is younger than `Settings.worker_ttl`.
 """
 
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 MODELS_PREFIX = "rerank:models:"
 WORKER_PREFIX = "rerank:worker:"
+METRICS_FIELD = "metrics"
 
 
 def model_workers_key(model_id: str) -> str:

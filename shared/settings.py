@@ -101,8 +101,27 @@ class Settings(BaseSettings):
         5.0, gt=0, description="Seconds between a worker's registrations in Redis (readiness and statistics)."
     )
     log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="Log verbosity.")
+    log_format: Literal["text", "json"] = Field(
+        "text",
+        description="Log lines of the API and workers: `text` for people, `json` (one object per line, with the "
+        "request id) for log collectors.",
+    )
 
-    @field_validator("api_key", mode="before")
+    # --- monitoring --------------------------------------------------------------------------
+    flower_port: int = Field(
+        5555, ge=0, le=65535, description="Port of the Flower dashboard that `rerank-fleet up` starts; 0: no Flower."
+    )
+    flower_basic_auth: SecretStr | None = Field(
+        None,
+        description="`user:password` (comma-separated for several) that Flower requires through HTTP basic auth; "
+        "unset: Flower is open.",
+    )
+    flower_db: str | None = Field(
+        None,
+        description="File in which Flower keeps its task history across restarts; unset: Flower keeps it in memory.",
+    )
+
+    @field_validator("api_key", "flower_basic_auth", mode="before")
     @classmethod
     def _empty_key_is_none(cls, value: object) -> object:
         return None if value == "" else value

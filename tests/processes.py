@@ -1,4 +1,4 @@
-"""Real processes for full-stack tests: redis-server, Celery workers (`python -m worker`) and uvicorn."""
+"""Real processes for full-stack tests: redis-server, Celery workers (`python -m worker`), uvicorn and Flower."""
 
 from __future__ import annotations
 
@@ -15,7 +15,9 @@ import httpx
 import redis
 
 from api.embedded_redis import free_port, redis_command, wait_for_redis
+from ops.flower import flower_command, flower_env
 from shared.registry import model_workers_key, worker_info_key
+from shared.settings import Settings
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -108,6 +110,26 @@ def start_api(log_dir: Path, *, redis_url: str, timeout: float = 60, **settings)
         time.sleep(0.1)
     proc.stop()
     raise RuntimeError(f"API did not come up within {timeout}s:\n{proc.log()[-3000:]}")
+
+
+def start_flower(log_dir: Path, *, redis_url: str, basic_auth: str | None = None, timeout: float = 60) -> Proc:
+    """Flower (`celery --app ops.flower:app flower`) on a free port; returns once /healthcheck answers."""
+    port = free_port()
+    settings = Settings(redis_url=redis_url, flower_port=port, host="127.0.0.1", flower_basic_auth=basic_auth)
+    proc = _spawn("flower", flower_command(settings), flower_env(settings, child_env(redis_url=redis_url)), log_dir)
+    proc.extra["url"] = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.process.poll() is not None:
+            raise RuntimeError(f"Flower exited with {proc.process.returncode}:\n{proc.log()[-3000:]}")
+        try:
+            if httpx.get(proc.extra["url"] + "/healthcheck", timeout=1).status_code == 200:
+                return proc
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    proc.stop()
+    raise RuntimeError(f"Flower did not come up within {timeout}s:\n{proc.log()[-3000:]}")
 
 
 @contextlib.contextmanager

@@ -10,17 +10,22 @@ import logging
 import os
 import re
 import sys
+import time
 
 import redis
 import torch
 from celery import signals
 
 from shared.celery_app import batch_queue, interactive_queue
+from shared.log_format import configure_logging
+from shared.registry import METRICS_FIELD
 from shared.settings import get_settings
 from worker.batching import MicroBatcher
 from worker.heartbeat import Heartbeat
+from worker.metrics import WorkerMetrics
 from worker.model_source import ModelLoadError
 from worker.runtime import CrossEncoder
+from worker.task_signals import install_task_signals
 from worker import job_tasks  # noqa: F401  (registers the batch-job chunk task)
 from worker.job_sweeper import JobSweeper
 from worker.tasks import WorkerState, app, install_state
@@ -42,19 +47,21 @@ def worker_name(model_id: str, device: torch.device) -> str:
 
 def main() -> int:
     settings = get_settings()
-    logging.basicConfig(
-        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
-    )
+    configure_logging(settings.log_level, settings.log_format)
     model_id = settings.served_model_id
+    metrics = WorkerMetrics()
+    install_task_signals(metrics)
     try:
+        load_started = time.perf_counter()
         encoder = CrossEncoder.load(settings)
+        metrics.model_load_seconds.set(time.perf_counter() - load_started)
     except ModelLoadError as exc:
         print(f"rerank-fleet worker: {exc}", file=sys.stderr)
         return 2
     if settings.torch_threads:
         torch.set_num_threads(settings.torch_threads)
     batcher = MicroBatcher(
-        encoder.score,
+        metrics.observe_score(encoder.score),
         max_batch_tokens=settings.max_batch_tokens,
         background_batch_tokens=settings.job_batch_tokens,
         background_forward_seconds=settings.job_forward_ms / 1000,
@@ -74,6 +81,7 @@ def main() -> int:
                 "device": str(encoder.device),
                 "max_seq_len": encoder.max_seq_len,
                 "batch_stats": batcher.stats.as_dict(),
+                METRICS_FIELD: metrics.snapshot(),
             },
             interval=settings.heartbeat_interval,
             ttl=settings.worker_ttl,

@@ -1,0 +1,52 @@
+"""Celery signal hooks of a worker: the request id in the log context, one log line per task, failures counted.
+
+A ranking task's payload carries the API's request id (shared/schemas.RankTask); while the task runs, every
+line its thread logs carries that id (shared/log_format.py). The line logged when a task ends gives its
+name, counts, outcome and duration, never query or passage text.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from celery import signals
+
+from shared.log_format import request_id
+from worker.metrics import WorkerMetrics
+
+log = logging.getLogger("worker.tasks")
+
+
+def install_task_signals(metrics: WorkerMetrics) -> None:
+    """Connect the hooks for this process (once, from the worker entrypoint)."""
+    started: dict[str, tuple[float, object]] = {}  # task id -> (start time, request-id context token)
+
+    @signals.task_prerun.connect(weak=False)
+    def _before(task_id: str, args: tuple = (), **_) -> None:
+        payload = args[0] if args and isinstance(args[0], dict) else {}
+        started[task_id] = (time.perf_counter(), request_id.set(payload.get("request_id")))
+
+    @signals.task_postrun.connect(weak=False)
+    def _after(task_id: str, task, args: tuple = (), retval=None, **_) -> None:
+        began, token = started.pop(task_id, (time.perf_counter(), None))
+        payload = args[0] if args and isinstance(args[0], dict) else {}
+        error = retval.get("error") if isinstance(retval, dict) else None
+        outcome = "ok"
+        if isinstance(error, dict):
+            outcome = str(error.get("type", "internal_error"))
+            metrics.record_failure(task.name, outcome)
+        fields = {
+            "task": task.name, "task_id": task_id, "worker": task.request.hostname, "outcome": outcome,
+            "model": payload.get("model_id") or payload.get("model"), "job_id": payload.get("job_id"),
+            "chunk": payload.get("chunk"),
+            "passages": len(payload["passages"]) if isinstance(payload.get("passages"), list) else None,
+        }  # fmt: skip
+        log.info("%s %s in %.3fs", task.name, outcome, time.perf_counter() - began,
+                 extra={key: value for key, value in fields.items() if value is not None})  # fmt: skip
+        if token is not None:
+            request_id.reset(token)
+
+    @signals.task_failure.connect(weak=False)
+    def _raised(sender, exception: BaseException, **_) -> None:
+        metrics.record_failure(sender.name, type(exception).__name__)
