@@ -1,6 +1,6 @@
 """Flower for a fleet: the Celery app it watches and the command that starts it.
 
-    celery --app ops.flower:app flower --port=5555      # what `rerank-fleet up` and docker-compose.yml run
+    python -m ops.flower      # Flower for the RERANK_* settings: what `rerank-fleet up` and docker-compose.yml run
 
 The app is the shared Celery configuration on `RERANK_REDIS_URL` (no torch, no worker code). Workers send
 task events (shared/celery_app.py), so Flower lists each worker by its node name (model, GPU, pid) and each
@@ -10,6 +10,7 @@ environment variables too: basic auth goes there (`FLOWER_BASIC_AUTH`), never on
 
 from __future__ import annotations
 
+import os
 import sys
 
 from shared.celery_app import create_celery_app
@@ -38,3 +39,14 @@ def flower_env(settings: Settings, env: dict[str, str]) -> dict[str, str]:
     if settings.flower_basic_auth is None:
         return env
     return {**env, "FLOWER_BASIC_AUTH": settings.flower_basic_auth.get_secret_value()}
+
+
+def main() -> None:
+    """Replace this process with Flower for the RERANK_* settings (the compose `flower` service runs this)."""
+    settings = get_settings()
+    argv = flower_command(settings)
+    os.execve(argv[0], argv, flower_env(settings, dict(os.environ)))
+
+
+if __name__ == "__main__":
+    main()

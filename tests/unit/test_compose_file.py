@@ -1,4 +1,5 @@
-"""docker-compose.yml: valid for docker-compose, wired as designed, and free of default secrets."""
+"""docker-compose.yml and the Dockerfiles: valid for docker-compose, wired as designed, health-checked, and
+free of default secrets."""
 
 from __future__ import annotations
 
@@ -14,7 +15,8 @@ import yaml
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = ROOT / "docker-compose.yml"
 ENV_EXAMPLE = ROOT / ".env.example"
-SECRETS = ("REDIS_PASSWORD", "RERANK_API_KEY")
+SECRETS = ("REDIS_PASSWORD", "RERANK_API_KEY", "FLOWER_BASIC_AUTH")
+REQUIRED = ["REDIS_PASSWORD=s3cret-for-test", "FLOWER_BASIC_AUTH=admin:flower-for-test"]
 DOCKER_COMPOSE = shutil.which("docker-compose")
 
 needs_docker_compose = pytest.mark.skipif(
@@ -49,41 +51,52 @@ def _compose_config(tmp_path: Path, env_lines: list[str]) -> subprocess.Complete
 
 @needs_docker_compose
 def test_config_is_valid_with_a_redis_password(tmp_path: Path) -> None:
-    result = _compose_config(tmp_path, ["REDIS_PASSWORD=s3cret-for-test", "RERANK_API_KEY=key-for-test"])
+    result = _compose_config(tmp_path, [*REQUIRED, "RERANK_API_KEY=key-for-test"])
     assert result.returncode == 0, result.stderr
     resolved = yaml.safe_load(result.stdout)["services"]
     redis_url = "redis://:s3cret-for-test@redis:6379/0"
-    for name in ("api", "worker-gpu0", "worker-cpu"):
+    for name in ("api", "worker-gpu0", "worker-cpu", "flower"):
         assert resolved[name]["environment"]["RERANK_REDIS_URL"] == redis_url, name
     assert resolved["api"]["environment"]["RERANK_API_KEY"] == "key-for-test"
     assert "s3cret-for-test" in resolved["redis"]["command"]
+    assert resolved["flower"]["environment"]["RERANK_FLOWER_BASIC_AUTH"] == "admin:flower-for-test"
+    for name, service in resolved.items():
+        assert service["healthcheck"]["test"], name
+        assert service["restart"] == "unless-stopped", name
 
 
 @needs_docker_compose
 def test_config_fails_without_a_redis_password(tmp_path: Path) -> None:
-    result = _compose_config(tmp_path, [])
+    result = _compose_config(tmp_path, [REQUIRED[1]])
     assert result.returncode != 0
     assert "set REDIS_PASSWORD in .env" in result.stderr
+
+
+@needs_docker_compose
+def test_config_fails_without_flower_credentials(tmp_path: Path) -> None:
+    result = _compose_config(tmp_path, [REQUIRED[0]])
+    assert result.returncode != 0
+    assert "set FLOWER_BASIC_AUTH in .env" in result.stderr
 
 
 @needs_docker_compose
 def test_env_example_as_it_is_leaves_the_password_to_set(tmp_path: Path) -> None:
     result = _compose_config(tmp_path, ENV_EXAMPLE.read_text().splitlines())
     assert result.returncode != 0
-    assert "set REDIS_PASSWORD in .env" in result.stderr
+    assert "set REDIS_PASSWORD in .env" in result.stderr or "set FLOWER_BASIC_AUTH in .env" in result.stderr
 
 
 # --- the file's structure --------------------------------------------------------------------------
 
 
 def test_services_exist(compose: dict) -> None:
-    assert {"redis", "api", "worker-gpu0", "worker-cpu"} <= set(compose["services"])
+    assert {"redis", "api", "worker-gpu0", "worker-cpu", "flower"} <= set(compose["services"])
     assert "version" not in compose, "no top-level version: read as a Compose Specification file"
 
 
 def test_api_publishes_8000_and_builds_its_image(compose: dict) -> None:
     api = compose["services"]["api"]
-    assert "8000:8000" in [str(port) for port in api["ports"]]
+    assert {"8000:8000", "8001:8001"} <= {str(port) for port in api["ports"]}
     assert api["build"]["dockerfile"] == "ops/Dockerfile.api"
     assert api["restart"] == "unless-stopped"
     for name in ("RERANK_REDIS_URL", "RERANK_MODEL", "RERANK_MODEL_ID", "RERANK_API_KEY"):
@@ -144,7 +157,44 @@ def test_every_dependency_on_redis_waits_until_it_is_healthy(compose: dict) -> N
         if "redis" in depends_on:
             assert depends_on["redis"] == {"condition": "service_healthy"}, name
             dependants += 1
-    assert dependants >= 3  # api, worker-gpu0, worker-cpu
+    assert dependants >= 4  # api, worker-gpu0, worker-cpu, flower
+
+
+def test_every_service_is_health_checked_and_restarted(compose: dict) -> None:
+    for name, service in compose["services"].items():
+        check = service.get("healthcheck", {})
+        assert check.get("test"), f"{name} has a healthcheck"
+        assert service.get("restart") == "unless-stopped", name
+    assert "/v1/health/live" in " ".join(compose["services"]["api"]["healthcheck"]["test"])
+    for name in ("worker-gpu0", "worker-cpu"):
+        check = compose["services"][name]["healthcheck"]
+        assert check["test"] == ["CMD", "python", "-m", "worker.healthcheck"], name
+        assert check["start_period"] == "10m", f"{name}: room for a first model download"
+
+
+def test_flower_serves_5555_with_auth_and_persistent_state(compose: dict) -> None:
+    flower = compose["services"]["flower"]
+    assert flower["ports"] == ["5555:5555"]
+    assert flower["command"] == ["python", "-m", "ops.flower"]
+    assert flower["build"]["dockerfile"] == "ops/Dockerfile.api", "Flower needs no torch: the API image"
+    env = flower["environment"]
+    assert env["RERANK_FLOWER_PORT"] == "5555"
+    assert env["RERANK_FLOWER_BASIC_AUTH"].startswith("${FLOWER_BASIC_AUTH:?")
+    state_dir = env["RERANK_FLOWER_DB"].rsplit("/", 1)[0]
+    volume = next(str(v) for v in flower["volumes"] if str(v).endswith(f":{state_dir}"))
+    assert volume.split(":")[0] in compose["volumes"], "Flower's state lives in a named volume"
+    assert "/healthcheck" in " ".join(flower["healthcheck"]["test"])
+    assert flower["depends_on"]["redis"] == {"condition": "service_healthy"}
+
+
+def test_dockerfiles_have_healthchecks_and_run_as_non_root() -> None:
+    for name, probe in (("Dockerfile.api", "/v1/health/live"), ("Dockerfile.worker", "worker.healthcheck")):
+        text = (ROOT / "ops" / name).read_text()
+        healthcheck = text[text.index("HEALTHCHECK") :].split("\n\n", 1)[0]
+        assert probe in healthcheck, name
+        assert "USER 10001" in text, name
+        assert text.count("FROM ") == 2, f"{name}: multi-stage, build tools stay in the first stage"
+    assert "chown rerank:rerank /var/lib/flower" in (ROOT / "ops" / "Dockerfile.api").read_text()
 
 
 def test_no_default_secret_in_the_file() -> None:
@@ -158,6 +208,8 @@ def test_no_default_secret_in_the_file() -> None:
         env = service.get("environment", {})
         if "RERANK_API_KEY" in env:
             assert env["RERANK_API_KEY"] == "${RERANK_API_KEY}", name
+        if "RERANK_FLOWER_BASIC_AUTH" in env:
+            assert env["RERANK_FLOWER_BASIC_AUTH"] == "${FLOWER_BASIC_AUTH:?set FLOWER_BASIC_AUTH in .env}", name
         assert all("REDIS_PASSWORD" not in key or "${REDIS_PASSWORD" in str(value) for key, value in env.items())
     assert "${REDIS_PASSWORD:?" in text, "a missing REDIS_PASSWORD stops compose"
 
@@ -166,7 +218,9 @@ def test_env_example_documents_each_variable_and_holds_no_secret() -> None:
     lines = ENV_EXAMPLE.read_text().splitlines()
     assignments = {line.split("=", 1)[0]: (i, line.split("=", 1)[1]) for i, line in enumerate(lines) if "=" in line
                    and not line.startswith("#")}  # fmt: skip
-    for name in ("REDIS_PASSWORD", "RERANK_MODEL", "RERANK_MODEL_ID", "RERANK_API_KEY"):
+    used = set(re.findall(r"\$\{([A-Z_][A-Z0-9_]*)", COMPOSE_FILE.read_text()))
+    assert {"REDIS_PASSWORD", "RERANK_MODEL", "RERANK_MODEL_ID", "RERANK_API_KEY", "FLOWER_BASIC_AUTH"} <= used
+    for name in used:
         assert name in assignments, name
         index, _ = assignments[name]
         assert index > 0 and lines[index - 1].startswith("#"), f"{name} has a comment"
