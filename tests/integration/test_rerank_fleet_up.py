@@ -1,4 +1,5 @@
-"""The one command a user runs: `rerank-fleet up`, and a worker's start-up when its model is missing."""
+"""The one command a user runs: `rerank-fleet up` (API, workers and Flower), and a worker's start-up when its
+model is missing."""
 
 from __future__ import annotations
 
@@ -16,22 +17,30 @@ from api.embedded_redis import free_port
 from tests.processes import REPO_ROOT, child_env
 
 
-def test_up_serves_ranking_and_stops_everything_on_sigterm(bert_model_dir, tmp_path):
-    port, grpc_port = free_port(), free_port()
+FLOWER_AUTH = ("fleet-admin", "fleet-test-password")
+
+
+def _start_up(tmp_path, *options: str, env: dict[str, str] | None = None) -> tuple[subprocess.Popen, str]:
+    """`rerank-fleet up OPTIONS` in the background; returns once it printed that it is ready, with its output."""
     log_path = tmp_path / "up.log"
     with open(log_path, "wb") as log:
-        up = subprocess.Popen(
-            [sys.executable, "-m", "api.cli", "up", "--model", bert_model_dir, "--model-id", "fleet-test",
-             "--port", str(port), "--grpc-port", str(grpc_port)],
-            env=child_env(), stdout=log, stderr=subprocess.STDOUT, cwd=REPO_ROOT,
-        )  # fmt: skip
+        up = subprocess.Popen([sys.executable, "-m", "api.cli", "up", *options], env=env or child_env(), stdout=log,
+                              stderr=subprocess.STDOUT, cwd=REPO_ROOT)  # fmt: skip
+    deadline = time.monotonic() + 120
+    while "is ready" not in log_path.read_text(errors="replace"):
+        if up.poll() is not None or time.monotonic() > deadline:
+            up.kill()
+            raise AssertionError(f"rerank-fleet up did not become ready:\n{log_path.read_text(errors='replace')}")
+        time.sleep(0.2)
+    return up, log_path.read_text(errors="replace")
+
+
+def test_up_serves_ranking_and_stops_everything_on_sigterm(bert_model_dir, tmp_path):
+    port, grpc_port, flower_port = free_port(), free_port(), free_port()
+    env = child_env(flower_basic_auth=":".join(FLOWER_AUTH))
+    up, output = _start_up(tmp_path, "--model", bert_model_dir, "--model-id", "fleet-test", "--port", str(port),
+                           "--grpc-port", str(grpc_port), "--flower-port", str(flower_port), env=env)  # fmt: skip
     try:
-        deadline = time.monotonic() + 120
-        while "is ready" not in log_path.read_text(errors="replace"):
-            assert up.poll() is None, log_path.read_text(errors="replace")
-            assert time.monotonic() < deadline, "rerank-fleet up did not become ready"
-            time.sleep(0.2)
-        output = log_path.read_text(errors="replace")
         assert f"http://127.0.0.1:{port}/v1/ranking" in output
         response = httpx.post(
             f"http://127.0.0.1:{port}/v1/ranking",
@@ -47,12 +56,32 @@ def test_up_serves_ranking_and_stops_everything_on_sigterm(bert_model_dir, tmp_p
         passage.set_data_from_numpy(np.array(["a", "b"], dtype=object))
         result = client.infer("fleet_test", [query, passage], parameters={"truncate": "none"})
         assert sorted(result.as_numpy("index")[:, 0].tolist()) == [0, 1]
+        flower = f"http://127.0.0.1:{flower_port}"
+        assert f"Flower  {flower}/" in output
+        assert _poll(lambda: _status(f"{flower}/api/workers")) == 401  # it asks for the configured credentials
+        workers = _poll(lambda: httpx.get(f"{flower}/api/workers?refresh=1", auth=FLOWER_AUTH, timeout=30).json())
+        assert [name for name in workers if name.startswith("rerank-fleet-test-cpu-")], workers
         children = _children(up.pid)
-        assert len(children) >= 3  # redis, a worker, the API
+        assert len(children) >= 4  # redis, a worker, the API, Flower
         up.send_signal(signal.SIGTERM)
         assert up.wait(timeout=60) == 0
         for pid in children:
             assert not _alive(pid), f"child {pid} outlived rerank-fleet up"
+    finally:
+        if up.poll() is None:
+            up.kill()
+
+
+def test_no_flower_starts_no_flower(bert_model_dir, tmp_path):
+    up, output = _start_up(tmp_path, "--model", bert_model_dir, "--model-id", "no-flower-test", "--port",
+                           str(free_port()), "--grpc-port", "0", "--no-flower")  # fmt: skip
+    try:
+        commands = [_command(pid) for pid in _children(up.pid)]
+        assert len(commands) >= 3, commands  # redis, a worker, the API
+        assert not [command for command in commands if "flower" in command], commands
+        assert "Flower" not in output
+        up.send_signal(signal.SIGTERM)
+        assert up.wait(timeout=60) == 0
     finally:
         if up.poll() is None:
             up.kill()
@@ -77,6 +106,25 @@ def test_a_worker_whose_model_cannot_be_had_fails_at_once_with_a_hint(tmp_path):
 def _children(pid: int) -> list[int]:
     out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(pid)], capture_output=True, text=True).stdout
     return [int(line) for line in out.split()]
+
+
+def _command(pid: int) -> str:
+    return subprocess.run(["ps", "-o", "args=", "-p", str(pid)], capture_output=True, text=True).stdout.strip()
+
+
+def _status(url: str) -> int | None:
+    try:
+        return httpx.get(url, timeout=10).status_code
+    except httpx.HTTPError:
+        return None
+
+
+def _poll(fetch, timeout: float = 30):
+    """fetch() until it returns something non-empty (or the time is up)."""
+    deadline = time.monotonic() + timeout
+    while not (result := fetch()) and time.monotonic() < deadline:
+        time.sleep(0.3)
+    return result
 
 
 def _alive(pid: int) -> bool:
