@@ -1,6 +1,8 @@
 """Flower for a fleet: the Celery app it watches and the command that starts it.
 
-    python -m ops.flower      # Flower for the RERANK_* settings: what `rerank-fleet up` and docker-compose.yml run
+    python -m ops.flower      # Flower for the RERANK_* settings (the compose `flower` service runs this)
+
+`rerank-fleet up` starts the same command (`flower_command`) as one of its children.
 
 The app is the shared Celery configuration on `RERANK_REDIS_URL` (no torch, no worker code). Workers send
 task events (shared/celery_app.py), so Flower lists each worker by its node name (model, GPU, pid) and each

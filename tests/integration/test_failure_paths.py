@@ -73,6 +73,8 @@ def test_api_key_is_required_on_ranking_routes_but_not_health(log_dir, redis_ser
         wrong = httpx.post(url + "/v1/ranking", json=body, headers={"Authorization": "Bearer nope"})
         assert wrong.status_code == 401
         assert httpx.get(url + "/v1/models").status_code == 401
+        assert httpx.get(url + "/metrics").status_code == 401
+        assert "rerank_requests_total" in httpx.get(url + "/metrics", headers={"Authorization": "Bearer s3cret"}).text
         good = httpx.post(url + "/v1/ranking", json=body, headers={"Authorization": "Bearer s3cret"})
         assert good.status_code == 200, good.text
         assert httpx.get(url + "/v1/health/live").status_code == 200
