@@ -98,38 +98,32 @@ def start_api(log_dir: Path, *, redis_url: str, timeout: float = 60, **settings)
     proc = _spawn("api", argv, env, log_dir)
     proc.extra["url"] = f"http://127.0.0.1:{port}"
     proc.extra["grpc"] = f"127.0.0.1:{settings['grpc_port']}"
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.process.poll() is not None:
-            raise RuntimeError(f"API exited with {proc.process.returncode}:\n{proc.log()[-3000:]}")
-        try:
-            if httpx.get(proc.extra["url"] + "/v1/health/live", timeout=1).status_code == 200:
-                return proc
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.1)
-    proc.stop()
-    raise RuntimeError(f"API did not come up within {timeout}s:\n{proc.log()[-3000:]}")
+    return _when_answering(proc, "API", proc.extra["url"] + "/v1/health/live", timeout)
 
 
 def start_flower(log_dir: Path, *, redis_url: str, basic_auth: str | None = None, timeout: float = 60) -> Proc:
-    """Flower (`celery --app ops.flower:app flower`) on a free port; returns once /healthcheck answers."""
+    """Flower (ops/flower.py) on a free port; returns once /healthcheck answers."""
     port = free_port()
     settings = Settings(redis_url=redis_url, flower_port=port, host="127.0.0.1", flower_basic_auth=basic_auth)
     proc = _spawn("flower", flower_command(settings), flower_env(settings, child_env(redis_url=redis_url)), log_dir)
     proc.extra["url"] = f"http://127.0.0.1:{port}"
+    return _when_answering(proc, "Flower", proc.extra["url"] + "/healthcheck", timeout)
+
+
+def _when_answering(proc: Proc, what: str, url: str, timeout: float) -> Proc:
+    """`proc` once `url` answers 200; stopped, and an error with its log, if it exits or times out first."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.process.poll() is not None:
-            raise RuntimeError(f"Flower exited with {proc.process.returncode}:\n{proc.log()[-3000:]}")
+            raise RuntimeError(f"{what} exited with {proc.process.returncode}:\n{proc.log()[-3000:]}")
         try:
-            if httpx.get(proc.extra["url"] + "/healthcheck", timeout=1).status_code == 200:
+            if httpx.get(url, timeout=1).status_code == 200:
                 return proc
         except httpx.HTTPError:
             pass
         time.sleep(0.1)
     proc.stop()
-    raise RuntimeError(f"Flower did not come up within {timeout}s:\n{proc.log()[-3000:]}")
+    raise RuntimeError(f"{what} did not come up within {timeout}s:\n{proc.log()[-3000:]}")
 
 
 @contextlib.contextmanager
