@@ -2,7 +2,8 @@
 
 A ranking task's payload carries the API's request id (shared/schemas.RankTask); while the task runs, every
 line its thread logs carries that id (shared/log_format.py). The line logged when a task ends gives its
-name, counts, outcome and duration, never query or passage text.
+name, counts, outcome and duration, never query or passage text. Tasks that answer with an error, raise,
+expire in the queue or are revoked count in `rerank_worker_failures_total`.
 """
 
 from __future__ import annotations
@@ -50,3 +51,10 @@ def install_task_signals(metrics: WorkerMetrics) -> None:
     @signals.task_failure.connect(weak=False)
     def _raised(sender, exception: BaseException, **_) -> None:
         metrics.record_failure(sender.name, type(exception).__name__)
+
+    @signals.task_revoked.connect(weak=False)
+    def _dropped(sender, request, expired: bool = False, **_) -> None:
+        """A task that expired in the queue (its client had given up) or was revoked: never run."""
+        outcome = "expired" if expired else "revoked"
+        metrics.record_failure(sender.name, outcome)
+        log.warning("%s %s before it ran", sender.name, outcome, extra={"task": sender.name, "task_id": request.id})

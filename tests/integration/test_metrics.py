@@ -3,12 +3,17 @@ depth; and the worker's batch, token, load-time and failure metrics, re-exposed 
 
 from __future__ import annotations
 
+import time
+from datetime import datetime, timedelta, timezone
+
 import httpx
 import numpy as np
 import tritonclient.grpc
 from prometheus_client.parser import text_string_to_metric_families
 
 from api.grpc_protocol import grpc_model_name
+from shared.celery_app import RANK_TASK, create_celery_app, interactive_queue
+from shared.settings import Settings
 from tests.processes import silent_worker, start_api, worker_report
 
 Samples = dict[tuple[str, frozenset], float]
@@ -109,3 +114,25 @@ def test_queue_depth_counts_requests_no_worker_has_taken(log_dir, redis_server) 
         assert value(samples, "rerank_request_errors_total", protocol="http", error_type="timeout_error") == 1
     finally:
         api.stop()
+
+
+def test_a_request_that_expired_in_the_queue_counts_as_a_worker_failure(bert_stack) -> None:
+    model, worker = bert_stack.model_id, bert_stack.worker.extra["name"]
+    labels = {"worker": worker, "model": model, "task": "rerank.rank", "error_type": "expired"}
+    before = value(scrape(bert_stack.url), "rerank_worker_failures_total", **labels)
+    celery = create_celery_app(Settings(redis_url=bert_stack.redis_url, model_id=model), result_backend=False)
+    payload = {"request_id": "expired-1", "model_id": model, "query": "q", "passages": ["p"], "truncate": "NONE"}
+    celery.send_task(RANK_TASK, args=[payload], queue=interactive_queue(model), argsrepr="[expired test]",
+                     expires=datetime.now(timezone.utc) - timedelta(seconds=5))  # its client gave up long ago
+    samples = _poll_scrape(bert_stack, "rerank_worker_failures_total", labels, above=before)
+    assert value(samples, "rerank_worker_failures_total", **labels) == before + 1
+
+
+def _poll_scrape(stack, name: str, labels: dict, *, above: float, timeout: float = 15) -> Samples:
+    """Scrapes until `name{labels}` rises above `above` (the worker reports once per heartbeat)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        samples = scrape(stack.url)
+        if value(samples, name, **labels) > above or time.monotonic() > deadline:
+            return samples
+        time.sleep(0.3)
