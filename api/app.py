@@ -3,19 +3,22 @@
 from __future__ import annotations
 
 import logging
-import uuid
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI
 from redis.asyncio import Redis
 
 from api import compat_router, health_router, job_router, ranking_router
+from api.admission import Admission
+from api.body_limit import BodyLimit
 from api.errors import install_error_handlers
 from api.grpc_server import GrpcServer
 from api.job_service import JobService
 from api.job_store import JobStore
 from api.ranking_service import RankingService
+from api.request_id import RequestId
 from api.result_waiter import ResultWaiter
+from api.task_watch import TaskWatch
 from api.worker_registry import WorkerRegistry
 from shared.celery_app import create_celery_app
 from shared.settings import Settings, get_settings
@@ -34,7 +37,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         await waiter.start()
         registry = WorkerRegistry(redis, settings.worker_ttl)
         celery = create_celery_app(settings, result_backend=False)
-        app.state.ranking_service = service = RankingService(settings, celery, waiter, registry)
+        app.state.ranking_service = service = RankingService(
+            settings, celery, waiter, registry,
+            admission=Admission(redis, settings.max_queued_requests), watch=TaskWatch(redis, registry),
+        )  # fmt: skip
         app.state.job_store = job_store = JobStore(redis, settings.job_ttl)
         app.state.job_service = JobService(settings, job_store, celery, service)
         grpc_server = GrpcServer(settings, service) if settings.grpc_port else None
@@ -59,17 +65,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     install_error_handlers(app)
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(RequestId)
     app.include_router(health_router.router)
     app.include_router(ranking_router.router)
     app.include_router(job_router.router)
     app.include_router(compat_router.router)
-
-    @app.middleware("http")
-    async def request_id(request: Request, call_next):
-        request.state.request_id = (request.headers.get("x-request-id") or uuid.uuid4().hex)[:128]
-        response = await call_next(request)
-        response.headers["X-Request-ID"] = request.state.request_id
-        return response
 
     return app
 
