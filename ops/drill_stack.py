@@ -12,7 +12,7 @@ from typing import Iterator
 from ops.model_builder import build_bert, build_minilm
 from ops.processes import Proc, start_api, start_redis, start_worker
 
-MODEL_ID = "drill-reranker"
+MODEL_ID = "minilm-l6-cross-encoder"  # the benchmarks' id (ops/bench_jobs.py)
 
 
 @dataclass

@@ -17,6 +17,7 @@ from celery import signals
 
 from shared.celery_app import batch_queue, interactive_queue
 from shared.settings import get_settings
+from worker import broker_guard
 from worker.batching import MicroBatcher
 from worker.heartbeat import Heartbeat
 from worker.model_source import ModelLoadError
@@ -90,6 +91,7 @@ def main() -> int:
         for thread in background:
             thread.stop()
 
+    broker_guard.install()
     app.worker_main(
         [
             "worker",
