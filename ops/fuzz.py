@@ -11,6 +11,7 @@ import json
 import re
 import subprocess
 import sys
+import tempfile
 import urllib.parse
 from dataclasses import dataclass, field
 
@@ -126,18 +127,29 @@ def hypothesis_bodies(base_url: str, model: str, cases_per_route: int, timeout: 
     return report  # fmt: skip
 
 
+# Schemathesis 4.32.5's coverage phase fails inside its own generator on the job submission's schema
+# ("Inconsistent results" while drawing a JobHeader template): that operation gets the fuzzing phase only.
+_COVERAGE_SKIPS = ["--exclude-operation-id", "submit_job_v1_ranking_jobs_post"]
+
+
 def schemathesis_run(base_url: str, max_examples: int, *, seed: int = 1, workers: int = 2, timeout: float = 3600) -> tuple[int, int, str]:
     """Run the schemathesis CLI (check: no 5xx) over every operation of /openapi.json.
 
-    Returns its exit code, the number of test cases it reports, and the tail of its output.
+    Two passes: the coverage phase, then the examples and fuzzing phases. Returns the worst exit code,
+    the number of test cases they report together, and the tail of their output.
     """
-    argv = [
-        sys.executable, "-m", "schemathesis.cli", "run", f"{base_url}/openapi.json", "--checks", "not_a_server_error",
-        "--max-examples", str(max_examples), "--seed", str(seed), "--workers", str(workers), "--no-color",
-        "--request-timeout", "30", "--generation-database", "none", "--suppress-health-check", "all",
-        "--phases", "examples,coverage,fuzzing",
-    ]  # fmt: skip
-    result = subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
-    output = result.stdout + result.stderr
-    match = re.search(r"(\d+) generated", output) or re.search(r"Test cases:\s*(\d+)", output)
-    return result.returncode, int(match.group(1)) if match else 0, output[-4000:]
+    code, cases, outputs = 0, 0, []
+    for phases, extra in (("coverage", _COVERAGE_SKIPS), ("examples,fuzzing", [])):
+        argv = [
+            sys.executable, "-m", "schemathesis.cli", "run", f"{base_url}/openapi.json", "--checks",
+            "not_a_server_error", "--max-examples", str(max_examples), "--seed", str(seed), "--workers", str(workers),
+            "--no-color", "--request-timeout", "30", "--generation-database", "none", "--suppress-health-check", "all",
+            "--phases", phases, *extra,
+        ]  # fmt: skip
+        with tempfile.TemporaryDirectory() as scratch:  # schemathesis keeps a cache in its working directory
+            result = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, cwd=scratch)
+        output = result.stdout + result.stderr
+        match = re.search(r"(\d+) generated", output)
+        code, cases = max(code, result.returncode), cases + (int(match.group(1)) if match else 0)
+        outputs.append(output[-2000:])
+    return code, cases, "\n".join(outputs)
