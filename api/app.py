@@ -7,6 +7,8 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 
 from api import compat_router, health_router, job_router, ranking_router
 from api.admission import Admission
@@ -32,7 +34,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        redis = Redis.from_url(settings.redis_url, socket_connect_timeout=1, socket_timeout=5, health_check_interval=10)
+        # Fail fast while Redis is away (503 within a second): one immediate retry, for a pooled
+        # connection that Redis closed when it restarted, instead of redis-py's retries with backoff.
+        redis = Redis.from_url(settings.redis_url, socket_connect_timeout=1, socket_timeout=5, health_check_interval=10,
+                               retry=Retry(NoBackoff(), 1))  # fmt: skip
         waiter = ResultWaiter(redis)
         await waiter.start()
         registry = WorkerRegistry(redis, settings.worker_ttl)
