@@ -4,7 +4,7 @@ Starts its own fleet (Redis, one CPU worker with a tiny BERT cross-encoder, the 
 schemathesis (check: not_a_server_error; examples, coverage and fuzzing phases) with `--max-examples`
 per operation, and `--cases-per-route` hypothesis cases per route (ops/fuzz.py). Passes with zero 5xx,
 no dropped connection and the worker alive, over at least `--min-cases` cases in all.
-Usage: python -m ops.drill_fuzz [--max-examples 100] [--cases-per-route 400] [--min-cases 5000]
+Usage: python -m ops.drill_fuzz [--max-examples 300] [--cases-per-route 500] [--min-cases 5000]
 """
 
 from __future__ import annotations
@@ -38,8 +38,8 @@ def run(args: argparse.Namespace) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--max-examples", type=int, default=100, help="schemathesis cases per operation and phase")
-    parser.add_argument("--cases-per-route", type=int, default=400, help="hypothesis cases per route")
+    parser.add_argument("--max-examples", type=int, default=300, help="schemathesis cases per operation and phase")
+    parser.add_argument("--cases-per-route", type=int, default=500, help="hypothesis cases per route")
     parser.add_argument("--min-cases", type=int, default=5000)
     parser.add_argument("--seed", type=int, default=1)
     args = parser.parse_args()
