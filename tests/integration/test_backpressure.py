@@ -144,3 +144,31 @@ def test_a_worker_skips_requests_past_their_deadline_or_cancelled(bert_stack):
     assert pairs_after == pairs_before
     ok = celery.send_task(RANK_TASK, args=[live], queue=interactive_queue(bert_stack.model_id)).get(timeout=30)
     assert len(ok["ok"]["logits"]) == 2
+
+
+def test_a_short_burst_on_a_real_worker_is_served_or_refused_fast(log_dir, redis_server, bert_stack):
+    """The overload drill in small: 80 requests at once against a backlog of 4; nothing but 200 or 429."""
+    api = start_api(log_dir, redis_url=redis_server.extra["url"], model="unused", model_id=bert_stack.model_id,
+                    max_queued_requests=4)  # fmt: skip
+    body = {"model": bert_stack.model_id, "query": {"text": "q"}, "passages": [{"text": f"p{i}"} for i in range(20)]}
+    try:
+
+        async def burst():
+            async with httpx.AsyncClient(base_url=api.extra["url"], timeout=30) as client:
+
+                async def one():
+                    started = time.monotonic()
+                    response = await client.post("/v1/ranking", json=body)
+                    return response.status_code, time.monotonic() - started
+
+                return await asyncio.gather(*(one() for _ in range(80)))
+
+        answers = asyncio.run(burst())
+        statuses = [status for status, _ in answers]
+        assert set(statuses) == {200, 429}, statuses
+        assert max(seconds for status, seconds in answers if status == 429) < 5  # refused, never queued
+        after = httpx.post(api.extra["url"] + "/v1/ranking", json=body, timeout=30)
+        assert after.status_code == 200
+        assert redis.Redis.from_url(redis_server.extra["url"]).zcard(admitted_key(bert_stack.model_id)) == 0
+    finally:
+        api.stop()
