@@ -32,7 +32,7 @@ def run(args: argparse.Namespace) -> dict:
             "total_cases": schemathesis_cases + report.cases,
             "worker_alive": stack.workers[0].process.poll() is None,
             "ranking_after_fuzz": served_after,
-            "schemathesis_output_tail": output[-1500:] if code else "",
+            "schemathesis_output": output if code else "",
         }
 
 

@@ -151,5 +151,6 @@ def schemathesis_run(base_url: str, max_examples: int, *, seed: int = 1, workers
         output = result.stdout + result.stderr
         match = re.search(r"(\d+) generated", output)
         code, cases = max(code, result.returncode), cases + (int(match.group(1)) if match else 0)
-        outputs.append(output[-2000:])
+        found = max(output.find("ERRORS ="), output.find("FAILURES ="))
+        outputs.append(output[found : found + 3000] if result.returncode and found >= 0 else output[-1000:])
     return code, cases, "\n".join(outputs)
