@@ -3,30 +3,31 @@
 from __future__ import annotations
 
 import logging
-import time
-import uuid
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI
 from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 
 from api import compat_router, health_router, job_router, metrics, ranking_router
+from api.admission import Admission
+from api.body_limit import BodyLimit
 from api.errors import install_error_handlers
 from api.fleet_metrics import FleetReader
 from api.grpc_server import GrpcServer
 from api.job_service import JobService
 from api.job_store import JobStore
 from api.ranking_service import RankingService
+from api.request_id import RequestId
 from api.result_waiter import ResultWaiter
+from api.task_watch import TaskWatch
 from api.worker_registry import WorkerRegistry
 from shared.celery_app import create_celery_app
-from shared.log_format import configure_logging, request_id
+from shared.log_format import configure_logging
 from shared.settings import Settings, get_settings
 
 log = logging.getLogger("api")
-access_log = logging.getLogger("api.access")
-
-QUIET_ROUTES = ("/v1/health/", "/metrics")  # polled by probes and scrapers: logged at debug level only
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -37,13 +38,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        redis = Redis.from_url(settings.redis_url, socket_connect_timeout=1, socket_timeout=5, health_check_interval=10)
+        # Fail fast while Redis is away (503 within a second): one immediate retry, for a pooled
+        # connection that Redis closed when it restarted, instead of redis-py's retries with backoff.
+        redis = Redis.from_url(settings.redis_url, socket_connect_timeout=1, socket_timeout=5, health_check_interval=10,
+                               retry=Retry(NoBackoff(), 1))  # fmt: skip
         waiter = ResultWaiter(redis)
         await waiter.start()
         registry = WorkerRegistry(redis, settings.worker_ttl)
         app.state.fleet_reader = FleetReader(redis, registry, settings.served_model_id)
         celery = create_celery_app(settings, result_backend=False)
-        app.state.ranking_service = service = RankingService(settings, celery, waiter, registry)
+        app.state.ranking_service = service = RankingService(
+            settings, celery, waiter, registry,
+            admission=Admission(redis, settings.max_queued_requests), watch=TaskWatch(redis, registry),
+        )  # fmt: skip
         app.state.job_store = job_store = JobStore(redis, settings.job_ttl)
         app.state.job_service = JobService(settings, job_store, celery, service)
         grpc_server = GrpcServer(settings, service) if settings.grpc_port else None
@@ -68,28 +75,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     install_error_handlers(app)
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(RequestId)
     app.include_router(health_router.router)
     app.include_router(ranking_router.router)
     app.include_router(job_router.router)
     app.include_router(compat_router.router)
     app.include_router(metrics.router)
-
-    @app.middleware("http")
-    async def tag_request(request: Request, call_next):
-        request.state.request_id = (request.headers.get("x-request-id") or uuid.uuid4().hex)[:128]
-        token = request_id.set(request.state.request_id)  # every line logged for this request carries it
-        started = time.perf_counter()
-        try:
-            response = await call_next(request)
-            response.headers["X-Request-ID"] = request.state.request_id
-            access_log.log(
-                logging.DEBUG if request.url.path.startswith(QUIET_ROUTES) else logging.INFO,
-                "%s %s %d", request.method, request.url.path, response.status_code,
-                extra={"status": response.status_code, "seconds": round(time.perf_counter() - started, 4)},
-            )  # fmt: skip
-            return response
-        finally:
-            request_id.reset(token)
 
     app.add_middleware(metrics.HttpMetricsMiddleware)  # added last: the outermost, so it times everything
     return app

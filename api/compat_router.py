@@ -11,6 +11,7 @@ from typing import Literal
 from fastapi import APIRouter, Depends, Request
 
 from api.auth import require_api_key
+from api.disconnect import unless_disconnected
 from api.errors import ERROR_RESPONSES
 from api.model_names import normalise_model_name
 from api.ranking_router import ranking_service
@@ -29,27 +30,27 @@ async def retrieval_rerank(
     """/v1/ranking under the model's own path (LiteLLM's default `nvidia_nim` route); `top_k` is applied."""
     if normalise_model_name(body.model) != normalise_model_name(model):
         raise RerankError(ErrorType.VALIDATION, f"the body's model {body.model!r} is not the URL's model {model!r}")
-    result = await service.score(
+    result = await unless_disconnected(request, service.score(
         model=await service.resolve_model(model),  # the URL keeps the client's spelling
         query=body.query.text,
         passages=[p.text for p in body.passages],
         truncate=body.truncate,
         request_id=request.state.request_id,
-    )
+    ))
     return build_ranking_response(result, body.limit)
 
 
 async def _cohere_rerank(
     body: CohereRerankRequest, request: Request, service: RankingService, version: Literal["1", "2"]
 ) -> CohereRerankResponse:
-    result = await service.score(
+    result = await unless_disconnected(request, service.score(
         model=await service.resolve_model(body.model),
         query=body.query,
         passages=body.texts(),
         truncate="END",  # the dialect has no NONE: long documents are cut, never refused
         max_passage_tokens=body.max_tokens_per_doc,
         request_id=request.state.request_id,
-    )
+    ))
     return build_cohere_response(result, body, version)
 
 

@@ -31,7 +31,7 @@ class GrpcServer:
     def __init__(self, settings: Settings, service: RankingService) -> None:
         self._settings = settings
         self._service = service
-        self._server = grpc.aio.server(options=[("grpc.max_receive_message_length", 64 * 1024 * 1024)])
+        self._server = grpc.aio.server(options=[("grpc.max_receive_message_length", settings.max_body_bytes)])
         service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(InferenceServicer(settings, service), self._server)
         self._health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self._health, self._server)

@@ -16,6 +16,7 @@ from celery import Celery
 from pydantic import ValidationError
 
 from api.errors import describe_validation_errors
+from api.input_limits import check_request
 from api.job_store import JobStore
 from api.ranking_service import RankingService
 from shared.celery_app import send_job_chunk
@@ -175,11 +176,10 @@ class JobService:
             return RerankError(ErrorType.INVALID_BODY, describe_validation_errors(exc))
         if request.model is not None and request.model != model:
             return RerankError(ErrorType.NOT_FOUND, f"model {request.model!r} is not this job's model {model!r}")
-        if len(request.passages) > self._settings.max_passages:
-            return RerankError(
-                ErrorType.TOO_LARGE,
-                f"{len(request.passages)} passages sent; at most {self._settings.max_passages} are accepted per request",
-            )
+        try:
+            check_request(self._settings, request.query.text, [p.text for p in request.passages])
+        except RerankError as error:
+            return error
         return {
             "index": index,
             "custom_id": request.custom_id,

@@ -11,12 +11,12 @@ import signal
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
 
 import httpx
 
 from api.grpc_protocol import grpc_model_name
 from api.embedded_redis import remove_data_dir, start_embedded_redis
+from api.supervision import Child
 from ops.flower import flower_command, flower_env
 from shared.settings import Settings
 
@@ -31,12 +31,6 @@ def _die_with_parent() -> None:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
     except OSError:
         pass
-
-
-@dataclass
-class Child:
-    name: str
-    process: subprocess.Popen
 
 
 def visible_gpus(device: str) -> list[str]:
@@ -84,7 +78,7 @@ class Fleet:
         self._stop_requested = False
 
     def run(self) -> int:
-        """Start everything, wait for Ctrl-C or SIGTERM (or a child's death), stop everything."""
+        """Start everything, restart children that die, stop everything on Ctrl-C or SIGTERM."""
         signal.signal(signal.SIGINT, self._request_stop)
         signal.signal(signal.SIGTERM, self._request_stop)
         try:
@@ -103,14 +97,14 @@ class Fleet:
         self._stop_requested = True
 
     def _spawn(self, name: str, argv: list[str], env: dict[str, str]) -> None:
-        process = subprocess.Popen(argv, env=env, start_new_session=True, preexec_fn=_die_with_parent)
-        self.children.append(Child(name, process))
+        self.children.append(Child.spawn(name, argv, env=env, start_new_session=True, preexec_fn=_die_with_parent))
 
     def _start(self) -> None:
         settings = self.settings
         if not self.redis_url_given:
-            process, url, self._redis_dir = start_embedded_redis(start_new_session=True, preexec_fn=_die_with_parent)
-            self.children.append(Child("redis", process))
+            popen_kwargs = {"start_new_session": True, "preexec_fn": _die_with_parent}
+            process, url, self._redis_dir = start_embedded_redis(**popen_kwargs)
+            self.children.append(Child("redis", process, **popen_kwargs))  # restarted on its port and directory
             settings = self.settings = settings.model_copy(update={"redis_url": url})
             log.info("started embedded Redis at %s", url)
         env = settings_env(settings)
@@ -179,11 +173,8 @@ class Fleet:
 
     def _watch(self) -> int:
         while not self._stop_requested:
-            dead = self._dead_child()
-            if dead is not None:
-                print(f"rerank-fleet: {dead.name} exited with code {dead.process.returncode}; stopping",
-                      file=sys.stderr)  # fmt: skip
-                return 1
+            for child in self.children:
+                child.supervise()
             time.sleep(0.25)
         print("rerank-fleet: stopping", file=sys.stderr, flush=True)
         return 0

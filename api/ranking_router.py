@@ -7,6 +7,7 @@ import time
 from fastapi import APIRouter, Depends, Request, Response
 
 from api.auth import require_api_key
+from api.disconnect import unless_disconnected
 from api.errors import ERROR_RESPONSES
 from api.ranking_service import RankingService
 from shared.schemas import ModelCard, ModelList, RankingRequest, RankingResponse, build_ranking_response
@@ -25,13 +26,13 @@ async def rank(
     body: RankingRequest, request: Request, response: Response, service: RankingService = Depends(ranking_service)
 ) -> RankingResponse:
     """Rank passages by relevance to the query (NVIDIA NIM contract)."""
-    result = await service.score(
+    result = await unless_disconnected(request, service.score(
         model=body.model,
         query=body.query.text,
         passages=[p.text for p in body.passages],
         truncate=body.truncate,
         request_id=request.state.request_id,
-    )
+    ))
     return build_ranking_response(result, body.limit)
 
 

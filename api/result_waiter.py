@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import json
 import logging
-from typing import AsyncIterator
+from typing import AsyncIterator, Awaitable, Callable
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
@@ -102,8 +102,11 @@ class PendingResult:
         self._channel = channel
         self._future = future
 
-    async def get(self, timeout: float) -> dict | None:
-        """The task's Celery result record, or None if none came within `timeout` seconds."""
+    async def get(self, timeout: float, check: Callable[[], Awaitable[None]] | None = None) -> dict | None:
+        """The task's Celery result record, or None if none came within `timeout` seconds.
+
+        `check` runs at every poll while no result has come; it may raise to stop waiting (a lost worker).
+        """
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         meta = None
@@ -115,5 +118,7 @@ class PendingResult:
                 meta = await asyncio.wait_for(asyncio.shield(self._future), min(remaining, self._waiter._poll_interval))
             except asyncio.TimeoutError:
                 meta = await self._waiter._fetch(self._channel)
+                if meta is None and check is not None:
+                    await check()
         await self._waiter._forget(self._channel)
         return meta

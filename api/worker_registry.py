@@ -26,6 +26,11 @@ class WorkerRegistry:
         members = await self._redis.zrangebyscore(model_workers_key(model_id), time.time() - self._ttl, "+inf")
         return [m.decode() if isinstance(m, bytes) else m for m in members]
 
+    async def is_live(self, model_id: str, worker_name: str) -> bool:
+        """Whether `worker_name` has sent a heartbeat for `model_id` within the last `ttl` seconds."""
+        last = await self._redis.zscore(model_workers_key(model_id), worker_name)
+        return last is not None and last > time.time() - self._ttl
+
     async def served_models(self) -> list[str]:
         """Ids of every model with at least one live worker."""
         models = []

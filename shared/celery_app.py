@@ -52,6 +52,11 @@ def create_celery_app(settings: Settings, *, result_backend: bool = True) -> Cel
         worker_prefetch_multiplier=1,
         task_create_missing_queues=True,
         broker_connection_retry_on_startup=True,
+        # Redis may restart: workers reconnect for as long as it takes; the API's sends use retry=False
+        # and a short connect timeout, so a request fails fast with 503 instead of waiting for Redis.
+        broker_connection_retry=True,
+        broker_connection_max_retries=None,
+        broker_connection_timeout=1,
         broker_transport_options={
             "socket_connect_timeout": 2,
             # Batch-job chunks are acknowledged late: a chunk held by a worker that died returns to its

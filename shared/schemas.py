@@ -95,6 +95,9 @@ class RankTask(BaseModel):
     max_passage_tokens: int | None = Field(
         None, ge=1, description="Cut each passage to this many tokens before NONE/END truncation (Cohere dialect)."
     )
+    deadline: float | None = Field(
+        None, description="Unix time after which nobody waits for the answer: the worker drops the request unscored."
+    )
 
 
 class RankResult(BaseModel):

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import os
 from functools import lru_cache
+from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -57,6 +58,26 @@ class Settings(BaseSettings):
         60.0, gt=0, description="Seconds the API waits for a worker's answer before replying 504."
     )
 
+    # --- backpressure and input limits -------------------------------------------------------
+    max_queued_requests: int = Field(
+        512,
+        ge=1,
+        description="Interactive requests admitted per model at once, over all API processes (queued or being "
+        "scored); beyond it the API answers 429 / RESOURCE_EXHAUSTED at once with Retry-After.",
+    )
+    max_body_bytes: int = Field(
+        8 * 1024 * 1024,
+        ge=1024,
+        description="Largest HTTP request body and gRPC message, in bytes (413 beyond); batch-job uploads have "
+        "RERANK_JOB_MAX_UPLOAD_BYTES instead.",
+    )
+    max_passage_chars: int = Field(
+        100_000, ge=1, description="Most characters in the query or in one passage (413 beyond)."
+    )
+    max_request_chars: int = Field(
+        4_000_000, ge=1, description="Most characters in one request, query and passages together (413 beyond)."
+    )
+
     # --- batch jobs --------------------------------------------------------------------------
     job_ttl: int = Field(
         86400, ge=1, description="Seconds a batch job (its state and results) is kept after it is submitted or finished."
@@ -94,6 +115,11 @@ class Settings(BaseSettings):
     api_key: SecretStr | None = Field(
         None, description="When set, every route but health requires `Authorization: Bearer <key>`."
     )
+    api_key_file: Path | None = Field(
+        None,
+        description="A file whose first line is the API key (e.g. a Docker or Kubernetes secret); "
+        "read at start-up, used when RERANK_API_KEY is not set.",
+    )
     result_expires: int = Field(
         300, ge=10, description="Seconds a finished request's result stays in Redis for the API to read."
     )
@@ -125,6 +151,18 @@ class Settings(BaseSettings):
     @classmethod
     def _empty_key_is_none(cls, value: object) -> object:
         return None if value == "" else value
+
+    @model_validator(mode="after")
+    def _key_from_file(self) -> "Settings":
+        if self.api_key is None and self.api_key_file is not None:
+            try:
+                key = self.api_key_file.read_text().strip().splitlines()
+            except OSError as exc:
+                raise ValueError(f"cannot read RERANK_API_KEY_FILE: {exc.strerror}") from None
+            if not key or not key[0].strip():
+                raise ValueError("RERANK_API_KEY_FILE is empty")
+            self.api_key = SecretStr(key[0].strip())
+        return self
 
     @property
     def served_model_id(self) -> str:

@@ -20,6 +20,7 @@ from shared.celery_app import batch_queue, interactive_queue
 from shared.log_format import configure_logging
 from shared.registry import METRICS_FIELD
 from shared.settings import get_settings
+from worker import broker_guard
 from worker.batching import MicroBatcher
 from worker.heartbeat import Heartbeat
 from worker.metrics import WorkerMetrics
@@ -98,6 +99,7 @@ def main() -> int:
         for thread in background:
             thread.stop()
 
+    broker_guard.install()
     app.worker_main(
         [
             "worker",

@@ -49,12 +49,17 @@ class BatchStats:
         return dict(self.__dict__)
 
 
+class DeadlineExceeded(Exception):
+    """A request's deadline passed before its pairs were scored: they were dropped unscored."""
+
+
 @dataclass
 class _Request:
     pairs: Sequence[Sized]
     future: Future
     scores: list[float | None] = field(default_factory=list)
     remaining: int = 0
+    deadline: float | None = None  # unix time after which nobody waits for the scores
 
 
 @dataclass(slots=True)
@@ -105,12 +110,15 @@ class MicroBatcher:
         if self._thread is not None:
             self._thread.join()
 
-    def submit(self, pairs: Sequence[Sized], *, background: bool = False) -> Future:
+    def submit(self, pairs: Sequence[Sized], *, background: bool = False, deadline: float | None = None) -> Future:
         """Queue one request's pairs; the future gives their scores in the same order.
 
-        Background pairs wait while any interactive pair is pending.
+        Background pairs wait while any interactive pair is pending. Pairs still pending at `deadline`
+        (unix time) are dropped before a batch is formed, and the future fails with DeadlineExceeded.
         """
-        request = _Request(pairs=pairs, future=Future(), scores=[None] * len(pairs), remaining=len(pairs))
+        request = _Request(
+            pairs=pairs, future=Future(), scores=[None] * len(pairs), remaining=len(pairs), deadline=deadline
+        )
         if not pairs:
             request.future.set_result([])
             return request.future
@@ -126,13 +134,28 @@ class MicroBatcher:
             with self._cond:
                 while not self._pending() and not self._closed:
                     self._cond.wait()
+                self._drop_expired()
                 if not self._pending():
-                    return
+                    if self._closed:
+                        return
+                    continue
                 batch = self._take_batch()
             self._score_batch(batch)
 
     def _pending(self) -> bool:
         return bool(self._queues[False] or self._queues[True])
+
+    def _drop_expired(self) -> None:
+        """Fail and remove the pending pairs of requests past their deadline (caller holds the lock)."""
+        now = time.time()
+        for background, queue in self._queues.items():
+            if not any(p.request.deadline is not None and p.request.deadline < now for p in queue):
+                continue
+            for pending in queue:
+                request = pending.request
+                if request.deadline is not None and request.deadline < now and not request.future.done():
+                    request.future.set_exception(DeadlineExceeded())
+            self._queues[background] = deque(p for p in queue if not p.request.future.done())
 
     def _take_batch(self) -> list[_PendingPair]:
         """Remove and return the next batch from the pending pairs (caller holds the lock)."""

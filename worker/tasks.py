@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from celery import Celery
+from celery import Celery, current_task
 
 from shared.celery_app import RANK_TASK, create_celery_app
 from shared.errors import ErrorType, RerankError
 from shared.schemas import RankResult, RankTask
 from shared.settings import get_settings
-from worker.batching import MicroBatcher
+from shared.task_keys import TASK_KEY_TTL_SLACK, task_cancelled_key, task_worker_key
+from worker.batching import DeadlineExceeded, MicroBatcher
 from worker.runtime import CrossEncoder
 
 log = logging.getLogger(__name__)
@@ -71,6 +73,23 @@ def fleet_task(name: str, **options: Any) -> Callable:
     return decorate
 
 
+def _claim(task: RankTask) -> None:
+    """Record that this worker scores the current task; refuse it if its client left or its deadline passed.
+
+    The API watches the recorded worker's heartbeat, to send the task again if this process dies.
+    """
+    request = current_task.request
+    ttl = int(max((task.deadline or time.time()) - time.time(), 0)) + TASK_KEY_TTL_SLACK
+    with app.backend.client.pipeline() as pipe:
+        pipe.set(task_worker_key(request.id), request.hostname or "", ex=ttl)
+        pipe.exists(task_cancelled_key(request.id))
+        _, cancelled = pipe.execute()
+    if cancelled:
+        raise RerankError(ErrorType.TIMEOUT, "the client gave up before the request was scored")
+    if task.deadline is not None and task.deadline < time.time():
+        raise RerankError(ErrorType.TIMEOUT, "the request's deadline passed before it was scored")
+
+
 @fleet_task(RANK_TASK)
 def rank(payload: dict) -> dict:
     """Score every (query, passage) pair of one ranking request."""
@@ -78,6 +97,10 @@ def rank(payload: dict) -> dict:
     state = current_state()
     if task.model_id != state.model_id:
         raise RerankError(ErrorType.NOT_FOUND, f"this worker serves {state.model_id!r}, not {task.model_id!r}")
+    _claim(task)
     pairs = state.encoder.encode(task.query, task.passages, task.truncate, task.max_passage_tokens)
-    logits = state.batcher.submit(pairs).result()
+    try:
+        logits = state.batcher.submit(pairs, deadline=task.deadline).result()
+    except DeadlineExceeded:
+        raise RerankError(ErrorType.TIMEOUT, "the request's deadline passed before it was scored") from None
     return RankResult(logits=logits, token_counts=[pair.length for pair in pairs]).model_dump()
