@@ -40,19 +40,26 @@ def worker_name(model_id: str, device: torch.device) -> str:
     return f"rerank-{slug}-{label}-{os.getpid()}@%h"
 
 
+def set_torch_threads(intra_op: int | None) -> None:
+    """Before the model loads: `intra_op` threads per forward pass (None: torch's default, the cores) and
+    one inter-op thread, since one model thread runs one forward pass at a time."""
+    if intra_op:
+        torch.set_num_threads(intra_op)
+    torch.set_num_interop_threads(1)
+
+
 def main() -> int:
     settings = get_settings()
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
     )
     model_id = settings.served_model_id
+    set_torch_threads(settings.torch_threads)
     try:
         encoder = CrossEncoder.load(settings)
     except ModelLoadError as exc:
         print(f"rerank-fleet worker: {exc}", file=sys.stderr)
         return 2
-    if settings.torch_threads:
-        torch.set_num_threads(settings.torch_threads)
     batcher = MicroBatcher(
         encoder.score,
         max_batch_tokens=settings.max_batch_tokens,

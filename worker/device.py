@@ -27,3 +27,11 @@ def resolve_dtype(setting: str, device: torch.device) -> torch.dtype:
     if device.type != "cuda":
         return torch.float32
     return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+
+def to_device(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """Move a host tensor to `device`: on CUDA through pinned memory with a non-blocking copy, so the
+    copy overlaps with queued work and the only synchronisation is reading the logits back."""
+    if device.type != "cuda":
+        return tensor
+    return tensor.pin_memory().to(device, non_blocking=True)
