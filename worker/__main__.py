@@ -18,6 +18,7 @@ from celery import signals
 from shared.celery_app import batch_queue, interactive_queue
 from shared.settings import get_settings
 from worker.batching import MicroBatcher
+from worker.device import batch_tokens
 from worker.heartbeat import Heartbeat
 from worker.model_source import ModelLoadError
 from worker.runtime import CrossEncoder
@@ -45,7 +46,10 @@ def set_torch_threads(intra_op: int | None) -> None:
     one inter-op thread, since one model thread runs one forward pass at a time."""
     if intra_op:
         torch.set_num_threads(intra_op)
-    torch.set_num_interop_threads(1)
+    try:
+        torch.set_num_interop_threads(1)
+    except RuntimeError:  # only possible before any parallel work; an embedding host may have started some
+        log.warning("could not set torch inter-op threads; keeping %d", torch.get_num_interop_threads())
 
 
 def main() -> int:
@@ -62,7 +66,7 @@ def main() -> int:
         return 2
     batcher = MicroBatcher(
         encoder.score,
-        max_batch_tokens=settings.max_batch_tokens,
+        max_batch_tokens=batch_tokens(settings.max_batch_tokens, encoder.device),
         background_batch_tokens=settings.job_batch_tokens,
         background_forward_seconds=settings.job_forward_ms / 1000,
     ).start()
