@@ -64,7 +64,10 @@ def markdown(result: dict) -> str:
         lines += [
             "",
             f"Worker batches, `{name}`: {stats['batches']} forward passes, {stats['pairs']} pairs, "
-            f"{stats['shared_batches']} shared by several requests.",
+            f"{stats['shared_batches']} shared by several requests; the model was busy "
+            f"{100 * stats['busy_fraction']:.0f} % of the rounds' wall time (per worker), at "
+            f"{stats['forward_padded_tokens_per_second']:.0f} padded tokens/s in its forward passes "
+            f"(the ideal loop: {result['ideal_padded_tokens_per_second']:.0f} padded tokens/s, tokenizing included).",
             "",
             "| pairs per batch (<=) | " + " | ".join(stats["pairs_histogram"]) + " |",
             "|---|" + "---|" * len(stats["pairs_histogram"]),

@@ -65,55 +65,100 @@ MATMUL_SHAPES = [(2048, 2048, 2048), (4096, 384, 1536), (4096, 1536, 384)]  # (m
 
 
 class Ideal:
-    """The offline loop: transformers tokenizer and model, all pairs sorted globally, token-budget batches."""
+    """The offline loop: the worker's own tokenizer and forward pass, all pairs sorted globally, token-budget
+    batches, no queue and no network."""
 
     def __init__(self, model_dir: str, budget: int) -> None:
-        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+        from shared.settings import Settings
+        from worker.runtime import CrossEncoder
 
-        self.tokenizer = AutoTokenizer.from_pretrained(model_dir)
-        self.model = AutoModelForSequenceClassification.from_pretrained(model_dir, attn_implementation="sdpa").eval()
+        self.encoder = CrossEncoder.load(Settings(model=model_dir, device="cpu"))
         self.budget = budget
         self.flops_per_token = 2 * sum(
-            p.numel() for name, p in self.model.named_parameters() if ".embeddings." not in name
+            p.numel() for name, p in self.encoder.model.named_parameters() if ".embeddings." not in name
         )
 
-    def encode(self, requests: list[Request]):
-        """All pairs of `requests`, tokenized unpadded, passages cut at the end to fit 512 tokens."""
-        queries = [r.query for r in requests for _ in r.passages]
-        passages = [p for r in requests for p in r.passages]
-        return self.tokenizer(queries, passages, truncation="only_second", max_length=512)
+    def encode(self, requests: list[Request]) -> list:
+        return [pair for r in requests for pair in self.encoder.encode(r.query, r.passages, "END")]
+
+    def lengths(self, requests: list[Request]) -> list[int]:
+        return [pair.length for pair in self.encode(requests)]
 
     def run(self, requests: list[Request]) -> dict:
         started = time.perf_counter()
-        encoded = self.encode(requests)
-        lengths = [len(ids) for ids in encoded["input_ids"]]
+        pairs = self.encode(requests)
+        lengths = [pair.length for pair in pairs]
         batches = token_budget_batches(lengths, self.budget)
         for batch in batches:
-            self.forward([{key: encoded[key][i] for key in encoded} for i in batch])
+            self.encoder.score([pairs[i] for i in batch])
         seconds = time.perf_counter() - started
         return {"seconds": seconds, "pairs": len(lengths), "real_tokens": sum(lengths),
                 "padded_tokens": padded_tokens(batches, lengths), "batches": len(batches)}  # fmt: skip
 
-    def forward(self, features: list[dict]) -> torch.Tensor:
-        inputs = self.tokenizer.pad(features, return_tensors="pt")
-        with torch.inference_mode():
-            return self.model(**inputs).logits[:, 0]
-
-    def one(self, query: str, passage: str) -> None:
-        encoded = self.tokenizer(query, passage, truncation="only_second", max_length=512, return_tensors="pt")
-        with torch.inference_mode():
-            self.model(**encoded)
+    def one(self, query: str, passage: str) -> float:
+        """Seconds to tokenize and score one pair."""
+        began = time.perf_counter()
+        self.encoder.score(self.encoder.encode(query, [passage], "END"))
+        return time.perf_counter() - began
 
 
-def run_st(model, requests: list[Request], clients: int) -> dict:
+class SentenceTransformers:
     """sentence-transformers per request, `clients` threads sharing the model behind a lock."""
-    lock = threading.Lock()
 
-    def predict(request: Request) -> None:
-        with lock:
-            model.predict([(request.query, p) for p in request.passages], batch_size=ST_BATCH, show_progress_bar=False)
+    def __init__(self, model_dir: str, budget: int) -> None:
+        from sentence_transformers import CrossEncoder
 
-    return closed_loop(requests, clients, predict)
+        self.model = CrossEncoder(model_dir, device="cpu")
+        self.lock = threading.Lock()
+
+    def run(self, requests: list[Request], clients: int) -> dict:
+        def predict(request: Request) -> None:
+            with self.lock:
+                self.model.predict([(request.query, p) for p in request.passages], batch_size=ST_BATCH,
+                                   show_progress_bar=False)  # fmt: skip
+
+        return closed_loop(requests, clients, predict)
+
+
+class Child:
+    """One in-process variant in its own spawned process, as clean as a worker's.
+
+    sentence-transformers pulls in scikit-learn and its own OpenMP runtime; in one process with the offline
+    loop, that loop ran about 1.6x slower here. Each variant gets a process of its own.
+    """
+
+    def __init__(self, kind: type, model_dir: str, threads: int, budget: int) -> None:
+        import multiprocessing
+
+        context = multiprocessing.get_context("spawn")
+        self.conn, theirs = context.Pipe()
+        self.process = context.Process(target=_child_main, args=(theirs, kind, model_dir, threads, budget), daemon=True)
+        self.process.start()
+
+    def call(self, method: str, *args):
+        self.conn.send((method, args))
+        ok, value = self.conn.recv()
+        if not ok:
+            raise RuntimeError(f"in-process variant failed: {value}")
+        return value
+
+    def close(self) -> None:
+        if self.process.is_alive():
+            self.conn.send(None)
+            self.process.join(30)
+
+
+def _child_main(conn, kind: type, model_dir: str, threads: int, budget: int) -> None:
+    torch.set_num_threads(threads)
+    torch.set_num_interop_threads(1)
+    target = kind(model_dir, budget)
+    while (message := conn.recv()) is not None:
+        method, args = message
+        try:
+            value = getattr(target, args[0]) if method == "attr" else getattr(target, method)(*args)
+            conn.send((True, value))
+        except Exception as exc:  # reported in the bench process
+            conn.send((False, repr(exc)))
 
 
 def matmul_rate(seconds_each: float = 1.0) -> dict:
@@ -232,7 +277,7 @@ def batch_stats(redis_url: str, workers: list[Proc]) -> list[dict]:
 def stats_delta(after: list[dict], before: list[dict]) -> dict:
     """Counters and histograms that the given workers added up between two readings."""
     out: dict = {"pairs_histogram": {}, "tokens_histogram": {}}
-    for key in ("batches", "pairs", "real_tokens", "padded_tokens", "shared_batches"):
+    for key in ("batches", "pairs", "real_tokens", "padded_tokens", "shared_batches", "forward_seconds"):
         out[key] = sum(a[key] - b[key] for a, b in zip(after, before))
     for a, b in zip(after, before):
         for mine, theirs in (("pairs_histogram", "batch_pairs_histogram"), ("tokens_histogram", "batch_tokens_histogram")):
@@ -247,7 +292,7 @@ def stats_delta(after: list[dict], before: list[dict]) -> dict:
 # --- extras -----------------------------------------------------------------------------------------
 
 
-def lone_and_concurrent(args, url: str, ideal: Ideal, words: list[str]) -> dict:
+def lone_and_concurrent(args, url: str, ideal: "Child", words: list[str]) -> dict:
     """A lone 1-passage request (fleet vs in process) and 64 concurrent 1-passage requests vs one at a time."""
     from ops.bench_workload import WorkloadSpec
 
@@ -255,10 +300,12 @@ def lone_and_concurrent(args, url: str, ideal: Ideal, words: list[str]) -> dict:
     send = fleet_sender(url, MODEL_ID)
     fleet_s, local_s = [], []
     for request in make_requests(spec, words, count=args.lone, seed=99):
-        for target, times in ((send, fleet_s), (lambda r: ideal.one(r.query, r.passages[0]), local_s)):
-            began = time.perf_counter()
-            target(request)
-            times.append(time.perf_counter() - began)
+        time.sleep(0.05)  # let the last request's aftermath (result storing, heartbeats) pass on both sides
+        began = time.perf_counter()
+        send(request)
+        fleet_s.append(time.perf_counter() - began)
+        time.sleep(0.05)
+        local_s.append(ideal.call("one", request.query, request.passages[0]))
     rounds = []
     for repeat in range(args.repeats):
         requests = make_requests(spec, words, count=64, seed=200 + repeat)
@@ -320,13 +367,14 @@ def run(args: argparse.Namespace) -> dict:
         "max_batch_tokens": args.batch_tokens or CPU_BATCH_TOKENS, "command": " ".join([Path(sys.executable).name, "-m", "ops.bench_rerank", *sys.argv[1:]]),
     }  # fmt: skip
     procs: list[Proc] = []
+    children: list[Child] = []
     infinity = None
     try:
         infinity_python = args.infinity_python or os.environ.get("INFINITY_PYTHON")
         if infinity_python and Path(infinity_python).exists():
             infinity = start_infinity(infinity_python, model_dir, work)
         else:
-            print(f"infinity: skipped (no venv: pass --infinity-python or set INFINITY_PYTHON; "
+            print("infinity: skipped (no venv: pass --infinity-python or set INFINITY_PYTHON; "
                   f"`bash ops/make_infinity_venv.sh` creates one)", file=sys.stderr)  # fmt: skip
         redis_proc = start_redis(work)
         procs.append(redis_proc)
@@ -347,14 +395,14 @@ def run(args: argparse.Namespace) -> dict:
         if infinity is not None:
             wait_http(f"{infinity[1]}/health", infinity[0])
 
-        from sentence_transformers import CrossEncoder as STCrossEncoder
-
-        st_model = STCrossEncoder(model_dir, device="cpu")
-        ideal = Ideal(model_dir, args.batch_tokens or CPU_BATCH_TOKENS)
+        budget = args.batch_tokens or CPU_BATCH_TOKENS
+        ideal = Child(Ideal, model_dir, args.threads, budget)
+        st = Child(SentenceTransformers, model_dir, args.threads, budget)
+        children.extend([ideal, st])
         variants = {
             "fleet": lambda reqs: closed_loop(reqs, spec.clients, fleet_sender(url, MODEL_ID)),
-            "st": lambda reqs: run_st(st_model, reqs, spec.clients),
-            "ideal": ideal.run,
+            "st": lambda reqs: st.call("run", reqs, spec.clients),
+            "ideal": lambda reqs: ideal.call("run", reqs),
         }
         if scale_workers:
             variants["fleet_2x1"] = lambda reqs: closed_loop(reqs, spec.clients, fleet_sender(url, SCALE_OUT_ID))
@@ -370,7 +418,7 @@ def run(args: argparse.Namespace) -> dict:
         order = [*variants, "matmul"]
         for repeat in range(args.repeats):
             requests = make_requests(spec, words, count=requests_per_round, seed=repeat)
-            lengths = [len(ids) for ids in ideal.encode(requests)["input_ids"]]
+            lengths = ideal.call("lengths", requests)
             real = sum(lengths)
             st_padded = 0
             for start in range(0, len(lengths), spec.passages):
@@ -391,13 +439,23 @@ def run(args: argparse.Namespace) -> dict:
                       f"(load {load:.1f})", file=sys.stderr)  # fmt: skip
         after = {"fleet": batch_stats(redis_url, [main_worker]), "fleet_2x1": batch_stats(redis_url, scale_workers)}
         result["rounds"] = rounds
-        result["worker_batches"] = {
-            name: stats_delta(after[name], before[name]) for name in ("fleet", "fleet_2x1") if before[name]
-        }
+        result["worker_batches"] = {}
+        for name in ("fleet", "fleet_2x1"):
+            if before[name]:
+                stats = stats_delta(after[name], before[name])
+                wall = sum(o["seconds"] for o in rounds[name]) * len(before[name])  # worker-seconds
+                stats["busy_fraction"] = stats["forward_seconds"] / wall
+                stats["forward_padded_tokens_per_second"] = stats["padded_tokens"] / stats["forward_seconds"]
+                result["worker_batches"][name] = stats
+        result["ideal_padded_tokens_per_second"] = statistics.median(
+            o["padded_tokens"] / o["seconds"] for o in rounds["ideal"]
+        )
         if args.workload == "mixed" and not args.no_extras:
             result["extras"] = lone_and_concurrent(args, url, ideal, words)
-        result["flops_per_token"] = ideal.flops_per_token
+        result["flops_per_token"] = ideal.call("attr", "flops_per_token")
     finally:
+        for child in children:
+            child.close()
         for proc in reversed(procs):
             proc.stop()
         if infinity is not None:
@@ -422,7 +480,10 @@ def summarize(result: dict) -> dict:
         if name == "matmul" or not outcomes:
             continue
         row = {key: median_of(outcomes, key) for key in ("pairs_per_second", "p50_ms", "p99_ms")}
-        row["flop_fraction"] = statistics.median(o["real_tokens"] * flops / o["seconds"] / 1e9 / peak for o in outcomes)
+        # each round against the matmul rate of the same round (the load drifts between rounds)
+        row["flop_fraction"] = statistics.median(
+            o["real_tokens"] * flops / o["seconds"] / 1e9 / m["peak_gflops"] for o, m in zip(outcomes, rounds["matmul"])
+        )
         padded = sum(o.get("padded_tokens") or 0 for o in outcomes)
         row["padding_efficiency"] = sum(o["real_tokens"] for o in outcomes) / padded if padded else None
         variants[name] = row

@@ -42,13 +42,14 @@ class BatchStats:
     pairs: int = 0
     real_tokens: int = 0
     padded_tokens: int = 0
+    forward_seconds: float = 0.0  # time spent in forward passes: busy / wall time is the model's utilisation
     shared_batches: int = 0  # batches holding pairs of more than one request
     max_requests_in_batch: int = 0
     # batches by pairs and by padded tokens, in power-of-two buckets keyed by their upper bound
     batch_pairs_histogram: dict[str, int] = field(default_factory=dict)
     batch_tokens_histogram: dict[str, int] = field(default_factory=dict)
 
-    def as_dict(self) -> dict[str, int | dict[str, int]]:
+    def as_dict(self) -> dict[str, int | float | dict[str, int]]:
         return {name: dict(value) if isinstance(value, dict) else value for name, value in self.__dict__.items()}
 
 
@@ -179,8 +180,10 @@ class MicroBatcher:
                 if not pending.request.future.done():
                     pending.request.future.set_exception(exc)
             return
+        seconds = time.perf_counter() - started
         self._count(batch)
-        self._measure(max(p.length for p in batch) * len(batch), time.perf_counter() - started)
+        self.stats.forward_seconds += seconds
+        self._measure(max(p.length for p in batch) * len(batch), seconds)
         for pending, score in zip(batch, scores):
             request = pending.request
             request.scores[pending.position] = float(score)
