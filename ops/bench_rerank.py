@@ -375,7 +375,7 @@ def run(args: argparse.Namespace) -> dict:
             infinity = start_infinity(infinity_python, model_dir, work)
         else:
             print("infinity: skipped (no venv: pass --infinity-python or set INFINITY_PYTHON; "
-                  f"`bash ops/make_infinity_venv.sh` creates one)", file=sys.stderr)  # fmt: skip
+                  "`bash ops/make_infinity_venv.sh` creates one)", file=sys.stderr)  # fmt: skip
         redis_proc = start_redis(work)
         procs.append(redis_proc)
         redis_url = redis_proc.extra["url"]

@@ -48,7 +48,7 @@ class Settings(BaseSettings):
         None,
         ge=64,
         description="Token budget of one forward pass (padded length x pairs) in the micro-batcher. Default: "
-        "16384 on a GPU; 2048 on a CPU, where a larger batch runs no faster per token and pads more.",
+        "16384 on a GPU; 2048 on a CPU, where larger batches of length-sorted pairs pad more for no gain.",
     )
     max_passages: int = Field(512, ge=1, description="Most passages in one request (the NIM's limit is 512).")
     worker_concurrency: int = Field(

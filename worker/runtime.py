@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import logging
 import time
-from itertools import chain
 from dataclasses import dataclass
+from itertools import chain
 from typing import Sequence
 
 import numpy as np
