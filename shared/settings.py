@@ -45,10 +45,11 @@ class Settings(BaseSettings):
     )
 
     # --- batching and limits -----------------------------------------------------------------
-    max_batch_tokens: int = Field(
-        16384,
+    max_batch_tokens: int | None = Field(
+        None,
         ge=64,
-        description="Token budget of one forward pass (padded length x pairs) in the micro-batcher.",
+        description="Token budget of one forward pass (padded length x pairs) in the micro-batcher. Default: "
+        "16384 on a GPU; 2048 on a CPU, where larger batches of length-sorted pairs pad more for no gain.",
     )
     max_passages: int = Field(512, ge=1, description="Most passages in one request (the NIM's limit is 512).")
     worker_concurrency: int = Field(

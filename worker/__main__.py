@@ -22,6 +22,7 @@ from shared.registry import METRICS_FIELD
 from shared.settings import get_settings
 from worker import broker_guard
 from worker.batching import MicroBatcher
+from worker.device import batch_tokens
 from worker.heartbeat import Heartbeat
 from worker.metrics import WorkerMetrics
 from worker.model_source import ModelLoadError
@@ -46,12 +47,24 @@ def worker_name(model_id: str, device: torch.device) -> str:
     return f"rerank-{slug}-{label}-{os.getpid()}@%h"
 
 
+def set_torch_threads(intra_op: int | None) -> None:
+    """Before the model loads: `intra_op` threads per forward pass (None: torch's default, the cores) and
+    one inter-op thread, since one model thread runs one forward pass at a time."""
+    if intra_op:
+        torch.set_num_threads(intra_op)
+    try:
+        torch.set_num_interop_threads(1)
+    except RuntimeError:  # only possible before any parallel work; an embedding host may have started some
+        log.warning("could not set torch inter-op threads; keeping %d", torch.get_num_interop_threads())
+
+
 def main() -> int:
     settings = get_settings()
     configure_logging(settings.log_level, settings.log_format)
     model_id = settings.served_model_id
     metrics = WorkerMetrics()
     install_task_signals(metrics)
+    set_torch_threads(settings.torch_threads)
     try:
         load_started = time.perf_counter()
         encoder = CrossEncoder.load(settings)
@@ -59,11 +72,9 @@ def main() -> int:
     except ModelLoadError as exc:
         print(f"rerank-fleet worker: {exc}", file=sys.stderr)
         return 2
-    if settings.torch_threads:
-        torch.set_num_threads(settings.torch_threads)
     batcher = MicroBatcher(
         metrics.observe_score(encoder.score),
-        max_batch_tokens=settings.max_batch_tokens,
+        max_batch_tokens=batch_tokens(settings.max_batch_tokens, encoder.device),
         background_batch_tokens=settings.job_batch_tokens,
         background_forward_seconds=settings.job_forward_ms / 1000,
     ).start()

@@ -42,11 +42,20 @@ class BatchStats:
     pairs: int = 0
     real_tokens: int = 0
     padded_tokens: int = 0
+    forward_seconds: float = 0.0  # time spent in forward passes: busy / wall time is the model's utilisation
     shared_batches: int = 0  # batches holding pairs of more than one request
     max_requests_in_batch: int = 0
+    # batches by pairs and by padded tokens, in power-of-two buckets keyed by their upper bound
+    batch_pairs_histogram: dict[str, int] = field(default_factory=dict)
+    batch_tokens_histogram: dict[str, int] = field(default_factory=dict)
 
-    def as_dict(self) -> dict[str, int]:
-        return dict(self.__dict__)
+    def as_dict(self) -> dict[str, int | float | dict[str, int]]:
+        return {name: dict(value) if isinstance(value, dict) else value for name, value in self.__dict__.items()}
+
+
+def _bucket(value: int) -> str:
+    """The power-of-two bucket of a histogram that holds `value` (1, 2, 4, ...: value <= bucket)."""
+    return str(1 << max(0, value - 1).bit_length())
 
 
 class DeadlineExceeded(Exception):
@@ -194,8 +203,10 @@ class MicroBatcher:
                 if not pending.request.future.done():
                     pending.request.future.set_exception(exc)
             return
+        seconds = time.perf_counter() - started
         self._count(batch)
-        self._measure(max(p.length for p in batch) * len(batch), time.perf_counter() - started)
+        self.stats.forward_seconds += seconds
+        self._measure(max(p.length for p in batch) * len(batch), seconds)
         for pending, score in zip(batch, scores):
             request = pending.request
             request.scores[pending.position] = float(score)
@@ -212,10 +223,13 @@ class MicroBatcher:
 
     def _count(self, batch: list[_PendingPair]) -> None:
         requests = len({id(p.request) for p in batch})
+        padded = max(p.length for p in batch) * len(batch)
         stats = self.stats
         stats.batches += 1
         stats.pairs += len(batch)
         stats.real_tokens += sum(p.length for p in batch)
-        stats.padded_tokens += max(p.length for p in batch) * len(batch)
+        stats.padded_tokens += padded
+        for histogram, value in ((stats.batch_pairs_histogram, len(batch)), (stats.batch_tokens_histogram, padded)):
+            histogram[_bucket(value)] = histogram.get(_bucket(value), 0) + 1
         stats.shared_batches += requests > 1
         stats.max_requests_in_batch = max(stats.max_requests_in_batch, requests)

@@ -27,3 +27,27 @@ def resolve_dtype(setting: str, device: torch.device) -> torch.dtype:
     if device.type != "cuda":
         return torch.float32
     return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+
+GPU_BATCH_TOKENS = 16384
+CPU_BATCH_TOKENS = 2048
+
+
+def batch_tokens(setting: int | None, device: torch.device) -> int:
+    """The micro-batcher's token budget: RERANK_MAX_BATCH_TOKENS, else the device's default.
+
+    A GPU needs large batches to be busy. On a CPU, 2048 tokens already give the matmuls 2048 rows, and
+    smaller batches of length-sorted pairs pad less (8 requests of 24 passages of 10-250 words: 94 % real
+    tokens at 2048, 74 % at 16384).
+    """
+    if setting is not None:
+        return setting
+    return GPU_BATCH_TOKENS if device.type == "cuda" else CPU_BATCH_TOKENS
+
+
+def to_device(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """Move a host tensor to `device`: on CUDA through pinned memory with a non-blocking copy, so the
+    copy overlaps with queued work and the only synchronisation is reading the logits back."""
+    if device.type != "cuda":
+        return tensor
+    return tensor.pin_memory().to(device, non_blocking=True)

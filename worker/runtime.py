@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
+from itertools import chain
 from typing import Sequence
 
 import numpy as np
@@ -17,7 +18,7 @@ from tokenizers import Encoding, Tokenizer
 from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
 
 from shared.settings import Settings
-from worker.device import resolve_device, resolve_dtype
+from worker.device import resolve_device, resolve_dtype, to_device
 from worker.model_source import ModelLoadError, resolve_model_dir
 from worker.truncation import fit_pair
 
@@ -72,9 +73,7 @@ class CrossEncoder:
                     f"model {settings.model!r} has {config.num_labels} output labels; a reranker must have one logit"
                 )
             hf_tokenizer = AutoTokenizer.from_pretrained(model_dir, **remote)
-            model = AutoModelForSequenceClassification.from_pretrained(
-                model_dir, config=config, dtype=dtype, use_safetensors=True, **remote
-            )
+            model = load_classifier(model_dir, config=config, dtype=dtype, **remote)
         except ModelLoadError:
             raise
         except (OSError, ValueError, KeyError, ImportError) as exc:
@@ -144,27 +143,49 @@ class CrossEncoder:
 
     def score(self, pairs: Sequence[EncodedPair]) -> list[float]:
         """One forward pass over `pairs`, padded to the longest; the logits in the same order."""
-        width = max(pair.length for pair in pairs)
-        input_ids = np.full((len(pairs), width), self.pad_token_id, dtype=np.int64)
-        attention = np.zeros((len(pairs), width), dtype=np.int64)
-        type_ids = np.zeros((len(pairs), width), dtype=np.int64)
-        for row, pair in enumerate(pairs):
-            input_ids[row, : pair.length] = pair.input_ids
-            attention[row, : pair.length] = 1
-            type_ids[row, : pair.length] = pair.type_ids
+        input_ids, attention, type_ids = pad_batch(pairs, self.pad_token_id)
         inputs = {
-            "input_ids": torch.from_numpy(input_ids).to(self.device),
-            "attention_mask": torch.from_numpy(attention).to(self.device),
+            "input_ids": to_device(torch.from_numpy(input_ids), self.device),
+            "attention_mask": to_device(torch.from_numpy(attention), self.device),
         }
         if self.uses_token_type_ids:
-            inputs["token_type_ids"] = torch.from_numpy(type_ids).to(self.device)
+            inputs["token_type_ids"] = to_device(torch.from_numpy(type_ids), self.device)
         with torch.inference_mode():
             logits = self.model(**inputs).logits
-        return logits[:, 0].float().cpu().tolist()
+        return logits[:, 0].float().cpu().tolist()  # the one synchronisation with the device
 
     def warmup(self) -> None:
         """Run one small pass so the first request does not pay for lazy initialisation."""
         self.score(self.encode("warm up", ["the model"], "END"))
+
+
+def load_classifier(model_dir: str, **kwargs) -> torch.nn.Module:
+    """The sequence classifier with torch's fused SDPA attention, or the architecture's own where it has none."""
+    try:
+        return AutoModelForSequenceClassification.from_pretrained(
+            model_dir, attn_implementation="sdpa", use_safetensors=True, **kwargs
+        )
+    except ValueError as exc:
+        if "attention" not in str(exc).lower():
+            raise
+        log.info("this architecture has no SDPA attention; using its default")
+        return AutoModelForSequenceClassification.from_pretrained(model_dir, use_safetensors=True, **kwargs)
+
+
+def pad_batch(pairs: Sequence[EncodedPair], pad_token_id: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Token ids, attention mask and segment ids of `pairs`, right-padded to the longest, as int64 arrays.
+
+    Filled in whole-array operations: the ids of all pairs are chained into one flat array (in C) and
+    scattered through the mask, so there is no Python loop over rows on the model thread.
+    """
+    lengths = np.fromiter((len(pair.input_ids) for pair in pairs), dtype=np.int64, count=len(pairs))
+    total = int(lengths.sum())
+    mask = np.arange(int(lengths.max())) < lengths[:, None]
+    input_ids = np.full(mask.shape, pad_token_id, dtype=np.int64)
+    input_ids[mask] = np.fromiter(chain.from_iterable(pair.input_ids for pair in pairs), dtype=np.int64, count=total)
+    type_ids = np.zeros(mask.shape, dtype=np.int64)
+    type_ids[mask] = np.fromiter(chain.from_iterable(pair.type_ids for pair in pairs), dtype=np.int64, count=total)
+    return input_ids, mask.astype(np.int64), type_ids
 
 
 def model_token_limit(model: torch.nn.Module, hf_tokenizer) -> int:

@@ -174,3 +174,14 @@ def test_background_batches_are_sized_by_measured_throughput():
     batcher.submit(pairs(*([50] * 40)), background=True).result(10)
     assert all(len(b) <= 5 for b in batches)  # about 200 tokens: 4 pairs of 50 (5 with timing noise)
     batcher.close()
+
+
+def test_stats_count_batches_by_size_and_padded_tokens_in_power_of_two_buckets(model):
+    batcher = MicroBatcher(model.score, max_batch_tokens=10_000).start()
+    batcher.submit(pairs(3)).result(5)  # 1 pair, 3 padded tokens
+    batcher.submit(pairs(5, 9, 9)).result(5)  # 3 pairs, 27 padded tokens
+    batcher.close()
+    stats = batcher.stats.as_dict()
+    assert stats["batch_pairs_histogram"] == {"1": 1, "4": 1}
+    assert stats["batch_tokens_histogram"] == {"4": 1, "32": 1}
+    assert stats["padded_tokens"] == 30 and stats["real_tokens"] == 26

@@ -107,3 +107,16 @@ def test_max_passage_tokens_then_end_still_fits_the_limit(loaded):
     pairs = encoder.encode("lorem ipsum dolor " * 400, ["a passage", "berlin " * 600], "END", max_passage_tokens=100)
     assert [p.length for p in pairs] == [512, 512]
     assert encoder.encode(QUERY, PASSAGES, "END", max_passage_tokens=10_000) == encoder.encode(QUERY, PASSAGES, "END")
+
+
+def test_a_llama_classifier_scores_a_padded_batch_as_it_scores_each_pair_alone(tmp_path):
+    from ops.model_builder import LLAMA_TINY, build_llama
+
+    model_dir = build_llama(tmp_path / "llama-tiny", shape=LLAMA_TINY, dtype=torch.float32)
+    encoder = CrossEncoder.load(Settings(model=str(model_dir), device="cpu"))
+    assert not encoder.uses_token_type_ids
+    pairs = encoder.encode(QUERY, PASSAGES, "END")
+    batched = encoder.score(pairs)
+    alone = [encoder.score([pair])[0] for pair in pairs]
+    assert batched == pytest.approx(alone, abs=1e-4)
+    assert len(set(round(x, 4) for x in alone)) > 1
