@@ -346,6 +346,11 @@ def machine() -> dict:
     return {"cpu": model, "cores": os.cpu_count(), "python": platform.python_version(), "torch": torch.__version__}
 
 
+def uptime() -> str:
+    """`uptime`'s line: the load averages a run started and ended under."""
+    return _run(["uptime"])
+
+
 def _run(argv: list[str]) -> str:
     try:
         return subprocess.run(argv, capture_output=True, text=True, timeout=10).stdout.strip()
@@ -362,7 +367,7 @@ def run(args: argparse.Namespace) -> dict:
     model_dir = args.model_dir or str(build_minilm(work / "minilm"))
     result: dict = {
         "started_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "uptime_start": _run(["uptime"]), "machine": machine(), "workload": spec.__dict__,
+        "uptime_start": uptime(), "machine": machine(), "workload": spec.__dict__,
         "requests_per_round": requests_per_round, "repeats": args.repeats, "threads": args.threads,
         "max_batch_tokens": args.batch_tokens or CPU_BATCH_TOKENS, "command": " ".join([Path(sys.executable).name, "-m", "ops.bench_rerank", *sys.argv[1:]]),
     }  # fmt: skip
@@ -464,7 +469,7 @@ def run(args: argparse.Namespace) -> dict:
                 infinity[0].wait(30)
             if infinity[0].poll() is None:
                 infinity[0].kill()
-    result["uptime_end"] = _run(["uptime"])
+    result["uptime_end"] = uptime()
     result["finished_at"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
     result["summary"] = summarize(result)
     return result

