@@ -93,20 +93,26 @@ def body(passages: int, tokens: int) -> dict:
     return {"query": {"text": "what is it"}, "passages": [{"text": " ".join([WORD] * tokens)}] * passages}
 
 
-def fleet(work: Path, model_dir: str, model_id: str, device, *, max_seq_len: int, runs) -> dict:
-    """Start redis-server, one worker on `device` and the API; return what `runs(url)` measures."""
-    from tests.processes import start_api, start_redis, start_worker
+def fleet(work: Path, model_dir: str, model_id: str, device, *, max_seq_len: int, runs, **worker_settings) -> dict:
+    """Start redis-server, one worker on `device` and the API; return what `runs(url)` measures, with the
+    worker's batch statistics over the whole run (warm-up included)."""
+    from tests.processes import start_api, start_redis, start_worker, worker_report
 
     procs = []
     try:
         redis_proc = start_redis(work)
         procs.append(redis_proc)
         url = redis_proc.extra["url"]
-        procs.append(start_worker(work, redis_url=url, model=model_dir, model_id=model_id, device=device.type,
-                                  max_seq_len=max_seq_len, timeout=900))  # fmt: skip
+        worker = start_worker(work, redis_url=url, model=model_dir, model_id=model_id, device=device.type,
+                              max_seq_len=max_seq_len, timeout=900, **worker_settings)  # fmt: skip
+        procs.append(worker)
         api = start_api(work, redis_url=url, model=model_dir, model_id=model_id, grpc_port=0)
         procs.append(api)
-        return runs(api.extra["url"])
+        measured = runs(api.extra["url"])
+        stats = worker_report(url, worker.extra["name"])["batch_stats"]
+        measured["worker_batches"] = {key: stats[key] for key in
+                                      ("batches", "pairs", "real_tokens", "padded_tokens", "forward_seconds")}  # fmt: skip
+        return measured
     finally:
         for proc in reversed(procs):
             proc.stop()
@@ -120,9 +126,13 @@ def main() -> None:
     parser.add_argument("--minilm-pairs", type=int, default=65536, help="pairs per MiniLM measurement")
     parser.add_argument("--minilm-batch", type=int, default=512, help="pairs per raw-loop pass (512 x 128 tokens)")
     parser.add_argument("--clients", type=int, default=16, help="concurrent fleet requests (512 passages each)")
+    parser.add_argument("--llama-batch", type=int, default=32, help="pairs per raw-loop pass (x 512 tokens)")
+    parser.add_argument("--batch-tokens", type=int, help="the workers' RERANK_MAX_BATCH_TOKENS (default: theirs)")
     parser.add_argument("--smoke", action="store_true", help="CPU, toy models, few pairs: checks the script only")
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "true")  # the workers tokenize on every core, as in production
+    worker_settings = {"max_batch_tokens": args.batch_tokens} if args.batch_tokens else {}
     device, dtype = device_and_dtype(args.smoke)
     work = Path(args.work or tempfile.mkdtemp(prefix="bench-gpu-"))
     if args.smoke:
@@ -153,11 +163,12 @@ def main() -> None:
         return {"pairs": len(bodies) * per_request, "clients": args.clients, "passages_per_request": per_request,
                 "median_s": seconds, "pairs_per_second": len(bodies) * per_request / seconds}  # fmt: skip
 
-    result["minilm_fleet"] = fleet(work, str(minilm_dir), "minilm", device, max_seq_len=128, runs=minilm_runs)
+    result["minilm_fleet"] = fleet(work, str(minilm_dir), "minilm", device, max_seq_len=128, runs=minilm_runs,
+                                   **worker_settings)
 
     # 2. Llama-3.2-1B shape, 500 passages of 512 tokens, end to end
-    result["llama_raw"] = raw_loop(str(llama_dir), pairs=passages_512, seq_len=512, batch=32, device=device,
-                                   dtype=dtype, repeats=args.repeats)  # fmt: skip
+    result["llama_raw"] = raw_loop(str(llama_dir), pairs=passages_512, seq_len=512, batch=args.llama_batch,
+                                   device=device, dtype=dtype, repeats=args.repeats)  # fmt: skip
 
     def llama_runs(url: str) -> dict:
         one = [body(passages_512, 520)]
@@ -168,7 +179,8 @@ def main() -> None:
 
     if device.type == "cuda":
         torch.cuda.empty_cache()  # the raw loop's model is gone; leave the GPU's memory to the worker
-    result["llama_fleet"] = fleet(work, str(llama_dir), "llama-1b", device, max_seq_len=512, runs=llama_runs)
+    result["llama_fleet"] = fleet(work, str(llama_dir), "llama-1b", device, max_seq_len=512, runs=llama_runs,
+                                  **worker_settings)
     result["goals"] = {
         "minilm_fleet_vs_raw": result["minilm_fleet"]["pairs_per_second"] / result["minilm_raw"]["pairs_per_second"],
         "minilm_fleet_pairs_per_second": result["minilm_fleet"]["pairs_per_second"],

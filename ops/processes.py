@@ -45,7 +45,8 @@ class Proc:
 def child_env(**rerank_settings) -> dict[str, str]:
     """This environment plus RERANK_* settings, with offline hubs and fast heartbeats."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("RERANK_")}
-    env.update(HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false", PYTHONUNBUFFERED="1")
+    env.update(HF_HUB_OFFLINE="1", PYTHONUNBUFFERED="1")
+    env.setdefault("TOKENIZERS_PARALLELISM", "false")  # small test machines; a benchmark may turn it on
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
     env.setdefault("RERANK_HEARTBEAT_INTERVAL", "0.5")
     for name, value in rerank_settings.items():

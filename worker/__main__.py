@@ -22,7 +22,7 @@ from shared.registry import METRICS_FIELD
 from shared.settings import get_settings
 from worker import broker_guard
 from worker.batching import MicroBatcher
-from worker.device import batch_tokens
+from worker.device import batch_tokens, favour_model_thread
 from worker.heartbeat import Heartbeat
 from worker.metrics import WorkerMetrics
 from worker.model_source import ModelLoadError
@@ -72,6 +72,7 @@ def main() -> int:
     except ModelLoadError as exc:
         print(f"rerank-fleet worker: {exc}", file=sys.stderr)
         return 2
+    favour_model_thread(encoder.device)
     batcher = MicroBatcher(
         metrics.observe_score(encoder.score),
         max_batch_tokens=batch_tokens(settings.max_batch_tokens, encoder.device),

@@ -100,6 +100,7 @@ class MicroBatcher:
         self._tokens_per_second: float | None = None  # moving average of padded tokens per second
         self._window_batches = window_batches  # how far past the oldest pair we sort, in batches
         self._queues: dict[bool, deque[_PendingPair]] = {False: deque(), True: deque()}  # by `background`
+        self._with_deadline: dict[int, _Request] = {}  # submitted requests that have a deadline, by id
         self._cond = threading.Condition()
         self._seq = count()
         self._closed = False
@@ -135,6 +136,8 @@ class MicroBatcher:
             if self._closed:
                 raise RuntimeError("micro-batcher is closed")
             self._queues[background].extend(_PendingPair(next(self._seq), request, i) for i in range(len(pairs)))
+            if deadline is not None:
+                self._with_deadline[id(request)] = request
             self._cond.notify()
         return request.future
 
@@ -155,16 +158,22 @@ class MicroBatcher:
         return bool(self._queues[False] or self._queues[True])
 
     def _drop_expired(self) -> None:
-        """Fail and remove the pending pairs of requests past their deadline (caller holds the lock)."""
+        """Fail the requests past their deadline and remove their pending pairs (caller holds the lock).
+
+        It looks at requests (dozens), not at their pending pairs (thousands), unless one has expired.
+        """
         now = time.time()
-        for background, queue in self._queues.items():
-            if not any(p.request.deadline is not None and p.request.deadline < now for p in queue):
-                continue
-            for pending in queue:
-                request = pending.request
-                if request.deadline is not None and request.deadline < now and not request.future.done():
-                    request.future.set_exception(DeadlineExceeded())
-            self._queues[background] = deque(p for p in queue if not p.request.future.done())
+        expired = False
+        for key, request in list(self._with_deadline.items()):
+            if request.future.done():
+                del self._with_deadline[key]
+            elif request.deadline < now:
+                request.future.set_exception(DeadlineExceeded())
+                del self._with_deadline[key]
+                expired = True
+        if expired:
+            for background, queue in self._queues.items():
+                self._queues[background] = deque(p for p in queue if not p.request.future.done())
 
     def _take_batch(self) -> list[_PendingPair]:
         """Remove and return the next batch from the pending pairs (caller holds the lock)."""
@@ -172,17 +181,15 @@ class MicroBatcher:
         queue, budget = self._queues[background], self._budget[background]
         if background and self._background_seconds and self._tokens_per_second:
             budget = int(min(budget, max(64, self._tokens_per_second * self._background_seconds)))
-        window: list[_PendingPair] = []
+        window: list[_PendingPair] = []  # the oldest pairs, taken off the front of the queue
         window_tokens = 0
-        for pending in queue:
-            if window and window_tokens + pending.length > budget * self._window_batches:
-                break
-            window.append(pending)
-            window_tokens += pending.length
+        while queue and (not window or window_tokens + queue[0].length <= budget * self._window_batches):
+            window.append(queue.popleft())
+            window_tokens += window[-1].length
         oldest = window[0]
-        window.sort(key=lambda p: (p.length, p.seq))
+        by_length = sorted(window, key=lambda p: (p.length, p.seq))
         batch: list[_PendingPair] = []
-        for pending in window:
+        for pending in by_length:
             # pairs are sorted by length, so the newest pair sets the padded width
             if batch and pending.length * (len(batch) + 1) > budget:
                 if any(p is oldest for p in batch):
@@ -190,7 +197,7 @@ class MicroBatcher:
                 batch = []
             batch.append(pending)
         taken = {id(p) for p in batch}
-        self._queues[background] = deque(p for p in queue if id(p) not in taken)
+        queue.extendleft(reversed([p for p in window if id(p) not in taken]))  # the rest, back in arrival order
         return batch
 
     def _score_batch(self, batch: list[_PendingPair]) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import torch
 
 from shared.errors import ErrorType, RerankError
@@ -51,3 +53,16 @@ def to_device(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
     if device.type != "cuda":
         return tensor
     return tensor.pin_memory().to(device, non_blocking=True)
+
+
+# A forward pass releases the GIL at every torch call. With Python's default 5 ms switch interval, a request
+# thread busy in Python (decoding a task, building pairs) can keep it for up to 5 ms at each of the hundreds
+# of calls of one pass, so a small model on a fast GPU waits on the GIL more than on the GPU (ops/BENCHMARKS.md,
+# "GPU": a 512-pair MiniLM pass on an H100 took 12.7 ms alone and 3.6 s beside four busy Python threads).
+GPU_SWITCH_INTERVAL_SECONDS = 0.0001
+
+
+def favour_model_thread(device: torch.device) -> None:
+    """On CUDA, shorten the interpreter's switch interval so the model thread gets the GIL back quickly."""
+    if device.type == "cuda":
+        sys.setswitchinterval(GPU_SWITCH_INTERVAL_SECONDS)

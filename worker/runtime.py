@@ -9,7 +9,6 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
-from itertools import chain
 from typing import Sequence
 
 import numpy as np
@@ -20,17 +19,24 @@ from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTok
 from shared.settings import Settings
 from worker.device import resolve_device, resolve_dtype, to_device
 from worker.model_source import ModelLoadError, resolve_model_dir
-from worker.truncation import fit_pair
+from worker.truncation import fit_pair, pair_too_long
 
 log = logging.getLogger(__name__)
 
 
 @dataclass(slots=True)
 class EncodedPair:
-    """One (query, passage) pair ready for the model: token ids with special tokens, and segment ids."""
+    """One (query, passage) pair ready for the model: token ids with special tokens, and segment ids.
 
-    input_ids: list[int]
-    type_ids: list[int]
+    int64 arrays, made in the request's thread, so the model thread pads a batch with a few copies.
+    """
+
+    input_ids: np.ndarray
+    type_ids: np.ndarray
+
+    @classmethod
+    def of(cls, encoding: Encoding) -> "EncodedPair":
+        return cls(np.array(encoding.ids, dtype=np.int64), np.array(encoding.type_ids, dtype=np.int64))
 
     @property
     def length(self) -> int:
@@ -57,6 +63,9 @@ class CrossEncoder:
         self.max_seq_len = max_seq_len
         self.device = device
         self.pair_specials = tokenizer.num_special_tokens_to_add(is_pair=True)
+        # END truncation inside the tokenizer: the passage (the second sequence) loses tokens from its end
+        self._truncating = Tokenizer.from_str(tokenizer.to_str())
+        self._truncating.enable_truncation(max_seq_len, strategy="only_second", direction="right")
 
     @classmethod
     def load(cls, settings: Settings) -> "CrossEncoder":
@@ -116,6 +125,27 @@ class CrossEncoder:
         `max_passage_tokens` first cuts every passage to that many tokens (Cohere's `max_tokens_per_doc`).
         """
         query_enc = self.tokenizer.encode(query, add_special_tokens=False)
+        room = self.max_seq_len - self.pair_specials - len(query_enc.ids)
+        if max_passage_tokens is None and room > 0 and all(passages):
+            return self._encode_pairs(query, passages, truncate)
+        return self._encode_each(query_enc, passages, truncate, max_passage_tokens)
+
+    def _encode_pairs(self, query: str, passages: Sequence[str], truncate: str) -> list[EncodedPair]:
+        """The common case, where the query leaves room for the passages: every pair is tokenized,
+        truncated and given its special tokens by the tokenizer in one call (in Rust, without the GIL,
+        on the tokenizer's threads), so a request of 512 passages costs no per-pair Python but the result."""
+        tokenizer = self._truncating if truncate == "END" else self.tokenizer
+        encodings = tokenizer.encode_batch([(query, passage) for passage in passages], add_special_tokens=True)
+        if truncate != "END":
+            for index, encoding in enumerate(encodings):
+                if len(encoding.ids) > self.max_seq_len:
+                    raise pair_too_long(index=index, pair_len=len(encoding.ids), limit=self.max_seq_len)
+        return [EncodedPair.of(encoding) for encoding in encodings]
+
+    def _encode_each(
+        self, query_enc: Encoding, passages: Sequence[str], truncate: str, max_passage_tokens: int | None
+    ) -> list[EncodedPair]:
+        """Pair by pair: empty passages, a per-passage token cap, or a query that leaves no room."""
         passage_encs = self.tokenizer.encode_batch(list(passages), add_special_tokens=False)
         query_len = len(query_enc.ids)
         pairs: list[EncodedPair] = []
@@ -138,7 +168,7 @@ class CrossEncoder:
             # an empty passage is encoded as the query alone, as transformers' tokenizer(query, "") does
             second = passage_enc if passages[index] else None
             merged = self.tokenizer.post_process(query_enc, second, add_special_tokens=True)
-            pairs.append(EncodedPair(merged.ids, merged.type_ids))
+            pairs.append(EncodedPair.of(merged))
         return pairs
 
     def score(self, pairs: Sequence[EncodedPair]) -> list[float]:
@@ -175,16 +205,15 @@ def load_classifier(model_dir: str, **kwargs) -> torch.nn.Module:
 def pad_batch(pairs: Sequence[EncodedPair], pad_token_id: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Token ids, attention mask and segment ids of `pairs`, right-padded to the longest, as int64 arrays.
 
-    Filled in whole-array operations: the ids of all pairs are chained into one flat array (in C) and
-    scattered through the mask, so there is no Python loop over rows on the model thread.
+    Filled in whole-array operations: the pairs' arrays are concatenated into one flat array and scattered
+    through the mask, so there is no Python loop over tokens on the model thread.
     """
     lengths = np.fromiter((len(pair.input_ids) for pair in pairs), dtype=np.int64, count=len(pairs))
-    total = int(lengths.sum())
     mask = np.arange(int(lengths.max())) < lengths[:, None]
     input_ids = np.full(mask.shape, pad_token_id, dtype=np.int64)
-    input_ids[mask] = np.fromiter(chain.from_iterable(pair.input_ids for pair in pairs), dtype=np.int64, count=total)
+    input_ids[mask] = np.concatenate([pair.input_ids for pair in pairs])
     type_ids = np.zeros(mask.shape, dtype=np.int64)
-    type_ids[mask] = np.fromiter(chain.from_iterable(pair.type_ids for pair in pairs), dtype=np.int64, count=total)
+    type_ids[mask] = np.concatenate([pair.type_ids for pair in pairs])
     return input_ids, mask.astype(np.int64), type_ids
 
 

@@ -25,12 +25,17 @@ def fit_pair(*, index: int, query_len: int, passage_len: int, specials: int, lim
     if pair_len <= limit:
         return Kept(query_len, passage_len)
     if truncate == "NONE":
-        raise RerankError(
-            ErrorType.VALIDATION,
-            f"passage {index}: the (query, passage) pair is {pair_len} tokens long, over the model's limit of "
-            f"{limit} tokens; send truncate=END to cut passages to fit, or shorten them",
-        )
+        raise pair_too_long(index=index, pair_len=pair_len, limit=limit)
     room = limit - specials - query_len
     if room >= 0:
         return Kept(query_len, room)
     return Kept(max(limit - specials, 0), 0)
+
+
+def pair_too_long(*, index: int, pair_len: int, limit: int) -> RerankError:
+    """The NONE truncation error for passage `index`, whose pair is `pair_len` tokens (special tokens included)."""
+    return RerankError(
+        ErrorType.VALIDATION,
+        f"passage {index}: the (query, passage) pair is {pair_len} tokens long, over the model's limit of "
+        f"{limit} tokens; send truncate=END to cut passages to fit, or shorten them",
+    )

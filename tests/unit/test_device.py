@@ -108,7 +108,8 @@ def test_models_load_with_sdpa_attention(bert_model_dir):
 
 
 def test_pad_batch_right_pads_ids_mask_and_segments():
-    pairs = [EncodedPair([101, 7, 102], [0, 0, 0]), EncodedPair([101, 5, 102, 9, 102], [0, 0, 0, 1, 1])]
+    pairs = [EncodedPair(np.array([101, 7, 102]), np.zeros(3, dtype=np.int64)),
+             EncodedPair(np.array([101, 5, 102, 9, 102]), np.array([0, 0, 0, 1, 1]))]
     ids, mask, types = pad_batch(pairs, pad_token_id=0)
     assert ids.tolist() == [[101, 7, 102, 0, 0], [101, 5, 102, 9, 102]]
     assert mask.tolist() == [[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]]

@@ -35,10 +35,26 @@ def test_end_truncation_and_logits_match_transformers(loaded):
     encoder, reference = loaded
     pairs = encoder.encode(QUERY, PASSAGES, "END")
     for pair, passage in zip(pairs, PASSAGES):
-        assert pair.input_ids == reference.encode(QUERY, passage)["input_ids"][0].tolist()
+        assert pair.input_ids.tolist() == reference.encode(QUERY, passage)["input_ids"][0].tolist()
     logits = encoder.score(pairs)
     for got, want in zip(logits, reference.logits(QUERY, PASSAGES)):
         assert got == pytest.approx(want, abs=1e-4)
+
+
+def test_requests_without_empty_passages_take_the_tokenizer_s_pair_path_and_match_the_pair_by_pair_one(loaded):
+    encoder, reference = loaded
+    passages = [p for p in PASSAGES if p] + ["word " * 600, "x"]  # no empty passage: one call to the tokenizer
+    for truncate in ("END", "NONE"):
+        fitting = passages if truncate == "END" else [p for p in passages if len(p) < 400]
+        fast = encoder.encode(QUERY, fitting, truncate)
+        query_enc = encoder.tokenizer.encode(QUERY, add_special_tokens=False)
+        careful = encoder._encode_each(query_enc, fitting, truncate, None)
+        assert [(p.input_ids.tolist(), p.type_ids.tolist()) for p in fast] == [
+            (p.input_ids.tolist(), p.type_ids.tolist()) for p in careful
+        ]
+        for pair, passage in zip(fast, fitting):
+            assert pair.input_ids.tolist() == reference.encode(QUERY, passage)["input_ids"][0].tolist()
+    assert max(p.length for p in encoder.encode(QUERY, passages, "END")) == 512
 
 
 def test_none_refuses_the_first_over_long_pair(loaded):
@@ -51,11 +67,20 @@ def test_none_refuses_the_first_over_long_pair(loaded):
     assert f"{full} tokens" in caught.value.message and "512" in caught.value.message
 
 
+def test_none_names_the_first_over_long_pair_on_the_tokenizer_s_pair_path_too(loaded):
+    encoder, reference = loaded
+    passages = ["short", "berlin is the capital of germany " * 150, "word " * 600]
+    with pytest.raises(RerankError) as caught:
+        encoder.encode(QUERY, passages, "NONE")
+    full = len(reference.tokenizer(QUERY, passages[1])["input_ids"])
+    assert caught.value.message.startswith("passage 1:") and f"{full} tokens" in caught.value.message
+
+
 def test_an_over_long_query_is_cut_and_the_passage_emptied_under_end(loaded):
     encoder, _ = loaded
     pairs = encoder.encode("lorem ipsum dolor " * 400, ["a passage", "another passage"], "END")
     assert [p.length for p in pairs] == [512, 512]
-    assert pairs[0].input_ids == pairs[1].input_ids
+    assert pairs[0].input_ids.tolist() == pairs[1].input_ids.tolist()
 
 
 def test_a_lower_configured_limit_applies_but_never_a_higher_one(bert_model_dir):
@@ -95,7 +120,7 @@ def test_max_passage_tokens_keeps_the_first_tokens_of_each_passage(loaded, trunc
     query_tokens = len(tokenizer(QUERY, add_special_tokens=False)["input_ids"])
     room = query_tokens + keep + tokenizer.num_special_tokens_to_add(pair=True)
     expected = [tokenizer(QUERY, p, truncation="only_second", max_length=room, return_tensors="pt") for p in PASSAGES]
-    assert [pair.input_ids for pair in pairs] == [e["input_ids"][0].tolist() for e in expected]
+    assert [pair.input_ids.tolist() for pair in pairs] == [e["input_ids"][0].tolist() for e in expected]
     assert pairs[0].length == pairs[1].length == room  # both passages are longer than `keep` tokens
     with torch.inference_mode():
         want = [float(reference.model(**inputs).logits[0, 0]) for inputs in expected]
@@ -106,7 +131,8 @@ def test_max_passage_tokens_then_end_still_fits_the_limit(loaded):
     encoder, _ = loaded
     pairs = encoder.encode("lorem ipsum dolor " * 400, ["a passage", "berlin " * 600], "END", max_passage_tokens=100)
     assert [p.length for p in pairs] == [512, 512]
-    assert encoder.encode(QUERY, PASSAGES, "END", max_passage_tokens=10_000) == encoder.encode(QUERY, PASSAGES, "END")
+    capped = encoder.encode(QUERY, PASSAGES, "END", max_passage_tokens=10_000)
+    assert [p.input_ids.tolist() for p in capped] == [p.input_ids.tolist() for p in encoder.encode(QUERY, PASSAGES, "END")]
 
 
 def test_a_llama_classifier_scores_a_padded_batch_as_it_scores_each_pair_alone(tmp_path):
