@@ -85,7 +85,7 @@ def score_entries(entries: list[ChunkEntry]) -> list[RankResult | RerankError]:
     for entry in entries:
         try:
             pairs = state.encoder.encode(entry.query, entry.passages, entry.truncate)
-            pending.append((pairs, state.batcher.submit(pairs, background=True)))
+            pending.append((pairs, tasks.score_distinct(state.batcher, pairs, background=True)))
         except RerankError as error:
             pending.append(error)
     outcomes: list[RankResult | RerankError] = []

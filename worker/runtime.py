@@ -42,6 +42,11 @@ class EncodedPair:
     def length(self) -> int:
         return len(self.input_ids)
 
+    @property
+    def key(self) -> tuple[bytes, bytes]:
+        """What makes two pairs the same input to the model."""
+        return self.input_ids.tobytes(), self.type_ids.tobytes()
+
 
 class CrossEncoder:
     """A Hugging Face cross-encoder with one logit, on one device."""

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import logging
 import time
+from concurrent.futures import Future
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 from celery import Celery, current_task
 
@@ -15,7 +16,7 @@ from shared.schemas import RankResult, RankTask
 from shared.settings import get_settings
 from shared.task_keys import TASK_KEY_TTL_SLACK, task_cancelled_key, task_worker_key
 from worker.batching import DeadlineExceeded, MicroBatcher
-from worker.runtime import CrossEncoder
+from worker.runtime import CrossEncoder, EncodedPair
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +74,33 @@ def fleet_task(name: str, **options: Any) -> Callable:
     return decorate
 
 
+def score_distinct(batcher: MicroBatcher, pairs: Sequence[EncodedPair], **options: Any) -> Future:
+    """Submit one request's pairs with identical ones scored once; the future gives a score per pair.
+
+    Identical inputs (the same passage twice, or passages that END truncation cut to the same tokens) then
+    get identical logits, which rows of one batched forward pass do not promise in their last bits, and
+    cost one pass. `options` go to `MicroBatcher.submit`.
+    """
+    first: dict[tuple[bytes, bytes], int] = {}
+    twin = [first.setdefault(pair.key, len(first)) for pair in pairs]
+    if len(first) == len(pairs):
+        return batcher.submit(pairs, **options)
+    distinct: list[EncodedPair] = [None] * len(first)  # type: ignore[list-item]
+    for pair, slot in zip(pairs, twin):
+        distinct[slot] = pair
+    expanded: Future = Future()
+
+    def expand(scored: Future) -> None:
+        if scored.exception() is not None:
+            expanded.set_exception(scored.exception())
+        else:
+            scores = scored.result()
+            expanded.set_result([scores[slot] for slot in twin])
+
+    batcher.submit(distinct, **options).add_done_callback(expand)
+    return expanded
+
+
 def _claim(task: RankTask) -> None:
     """Record that this worker scores the current task; refuse it if its client left or its deadline passed.
 
@@ -100,7 +128,7 @@ def rank(payload: dict) -> dict:
     _claim(task)
     pairs = state.encoder.encode(task.query, task.passages, task.truncate, task.max_passage_tokens)
     try:
-        logits = state.batcher.submit(pairs, deadline=task.deadline).result()
+        logits = score_distinct(state.batcher, pairs, deadline=task.deadline).result()
     except DeadlineExceeded:
         raise RerankError(ErrorType.TIMEOUT, "the request's deadline passed before it was scored") from None
     return RankResult(logits=logits, token_counts=[pair.length for pair in pairs]).model_dump()
