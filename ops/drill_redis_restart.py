@@ -3,8 +3,9 @@
 One CPU worker (MiniLM-L6) and one API on a Redis with appendonly. `--clients` clients send /v1/ranking
 requests throughout; a batch job runs; after `--before` seconds Redis is stopped (SIGTERM), kept down
 `--down` seconds, and started again on its port from its AOF file. Reports the sync answers by status,
-the 503s while Redis was down and how fast they came, the time from Redis's return to the first 200,
-and the job's results (every line once). API and worker are never restarted.
+those sent while Redis was shutting down, the 503s once it had exited and how fast they came, the time
+from Redis's return to the first 200, and the job's results (every line once). API and worker are never
+restarted.
 Usage: python -m ops.drill_redis_restart [--before 10] [--down 10] [--after 20] [--clients 4]
 """
 
@@ -16,7 +17,7 @@ import json
 import threading
 import time
 
-from ops.drill_load import closed_loop, finish_job, job_requests, submit_job
+from ops.drill_load import Outcomes, closed_loop, finish_job, job_requests, submit_job
 from ops.drill_stack import drill_stack
 from ops.processes import restart_redis
 
@@ -30,8 +31,9 @@ def run(args: argparse.Namespace) -> dict:
 
         def outage() -> None:
             time.sleep(args.before)
-            marks["down"] = time.monotonic()
+            marks["stopping"] = time.monotonic()
             stack.redis.stop()
+            marks["down"] = time.monotonic()  # Redis has exited (SIGTERM: it syncs its AOF first)
             time.sleep(args.down)
             stack.redis = restart_redis(stack.redis)
             marks["up"] = time.monotonic()
@@ -42,16 +44,23 @@ def run(args: argparse.Namespace) -> dict:
         load = asyncio.run(closed_loop(stack.url, concurrency=args.clients, seconds=seconds, timeout=60))
         thread.join()
         down = [(sent, status, s) for sent, status, s in load.answers if marks["down"] <= sent < marks["up"]]
+        stopping = Outcomes([a for a in load.answers if marks["stopping"] <= a[0] < marks["down"]])
         after = sorted((sent, status) for sent, status, _ in load.answers if sent >= marks["up"])
         first_ok = next((sent for sent, status in after if status == "200"), None)
         job = finish_job(stack.url, job_id, args.job_requests, timeout=600)
         return {
             "down_s": args.down,
+            "redis_shutdown_s": round(marks["down"] - marks["stopping"], 2),
+            "sent_while_redis_shut_down": {"by_status": stopping.counts(), **stopping.latency()},
             "sync_answers": load.counts(),
             "during_outage": {
                 "answers": len(down),
                 "503": sum(status == "503" for _, status, _ in down),
                 "max_ms": round(1000 * max((s for _, _, s in down), default=0), 1),
+                "by_status": Outcomes(down).counts(),
+                # the slowest answers: seconds after Redis went down that they were sent, status, milliseconds
+                "slowest": [(round(sent - marks["down"], 2), status, round(1000 * s)) for sent, status, s in
+                            sorted(down, key=lambda answer: -answer[2])[:5]],  # fmt: skip
             },
             "recovered_after_s": None if first_ok is None else round(first_ok - marks["up"], 2),
             "job": {**job, "requests": args.job_requests},
