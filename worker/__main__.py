@@ -65,10 +65,9 @@ def main() -> int:
     metrics = WorkerMetrics()
     install_task_signals(metrics)
     set_torch_threads(settings.torch_threads)
+    load_started = time.perf_counter()
     try:
-        load_started = time.perf_counter()
         encoder = CrossEncoder.load(settings)
-        metrics.model_load_seconds.set(time.perf_counter() - load_started)
     except ModelLoadError as exc:
         print(f"rerank-fleet worker: {exc}", file=sys.stderr)
         return 2
@@ -78,7 +77,8 @@ def main() -> int:
         max_batch_tokens=batch_tokens(settings.max_batch_tokens, encoder.device),
         background_batch_tokens=settings.job_batch_tokens,
         background_forward_seconds=settings.job_forward_ms / 1000,
-    ).start()
+    ).start(warmup=encoder.warmup)  # the first pass on the model thread, which runs every pass
+    metrics.model_load_seconds.set(time.perf_counter() - load_started)
     install_state(WorkerState(model_id=model_id, encoder=encoder, batcher=batcher))
     name = worker_name(model_id, encoder.device)
     background: list[Heartbeat | JobSweeper] = []  # threads started once the worker consumes

@@ -107,9 +107,28 @@ class MicroBatcher:
         self._thread: threading.Thread | None = None
         self.stats = BatchStats()
 
-    def start(self) -> "MicroBatcher":
-        self._thread = threading.Thread(target=self._run, name="micro-batcher", daemon=True)
+    def start(self, warmup: Callable[[], object] | None = None) -> "MicroBatcher":
+        """Start the model thread; `warmup`, if given, runs first on it, and start returns once it has.
+
+        The model's first pass belongs on the thread that runs all the others: torch gives every thread
+        that runs parallel work its own OpenMP team, and a pass on a second team ran small batches about
+        40 % slower on a 2-core CPU (ops/BENCHMARKS.md, "Engine notes").
+        """
+        warmed: Future = Future()
+
+        def run() -> None:
+            try:
+                if warmup is not None:
+                    warmup()
+            except BaseException as exc:
+                warmed.set_exception(exc)
+                return
+            warmed.set_result(None)
+            self._run()
+
+        self._thread = threading.Thread(target=run, name="micro-batcher", daemon=True)
         self._thread.start()
+        warmed.result()
         return self
 
     def close(self) -> None:

@@ -115,7 +115,6 @@ class CrossEncoder:
             max_seq_len=limit,
             device=device,
         )
-        encoder.warmup()
         log.info(
             "loaded %s on %s (%s), token limit %d, in %.1fs",
             settings.model, device, str(dtype).removeprefix("torch."), limit, time.perf_counter() - started,
@@ -190,7 +189,10 @@ class CrossEncoder:
         return logits[:, 0].float().cpu().tolist()  # the one synchronisation with the device
 
     def warmup(self) -> None:
-        """Run one small pass so the first request does not pay for lazy initialisation."""
+        """Run one small pass so the first request does not pay for lazy initialisation.
+
+        Call it on the thread that will run the forward passes (`MicroBatcher.start(warmup=...)`).
+        """
         self.score(self.encode("warm up", ["the model"], "END"))
 
 
