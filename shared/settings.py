@@ -40,6 +40,12 @@ class Settings(BaseSettings):
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
         "auto", description="Weights and activations: `auto` is float32 on CPU, bfloat16 (else float16) on CUDA."
     )
+    packed_forward: Literal["auto", "on", "off"] = Field(
+        "auto",
+        description="Run BERT, RoBERTa and XLM-R models over packed tokens, so padding costs only attention "
+        "(worker/packed_forward.py): `auto` on a CPU, where it was measured (ops/BENCHMARKS.md); `on` on any "
+        "device; `off` for transformers' padded forward. Other architectures always take the padded forward.",
+    )
     torch_threads: int | None = Field(
         None, ge=1, description="Intra-op threads of a CPU worker. Default: torch's own choice (the cores)."
     )

@@ -19,6 +19,7 @@ from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTok
 from shared.settings import Settings
 from worker.device import resolve_device, resolve_dtype, to_device
 from worker.model_source import ModelLoadError, resolve_model_dir
+from worker.packed_forward import PackedBatch, PackedForward
 from worker.truncation import fit_pair, pair_too_long
 
 log = logging.getLogger(__name__)
@@ -60,8 +61,10 @@ class CrossEncoder:
         uses_token_type_ids: bool,
         max_seq_len: int,
         device: torch.device,
+        packed: PackedForward | None = None,
     ) -> None:
         self.model = model
+        self.packed = packed  # the packed-token forward, where the architecture and the setting allow it
         self.tokenizer = tokenizer
         self.pad_token_id = pad_token_id
         self.uses_token_type_ids = uses_token_type_ids
@@ -114,10 +117,12 @@ class CrossEncoder:
             uses_token_type_ids="token_type_ids" in hf_tokenizer.model_input_names,
             max_seq_len=limit,
             device=device,
+            packed=PackedForward.of(model) if use_packed(settings.packed_forward, device) else None,
         )
         log.info(
-            "loaded %s on %s (%s), token limit %d, in %.1fs",
-            settings.model, device, str(dtype).removeprefix("torch."), limit, time.perf_counter() - started,
+            "loaded %s on %s (%s, %s forward), token limit %d, in %.1fs",
+            settings.model, device, str(dtype).removeprefix("torch."), "packed" if encoder.packed else "padded",
+            limit, time.perf_counter() - started,
         )
         return encoder
 
@@ -176,7 +181,11 @@ class CrossEncoder:
         return pairs
 
     def score(self, pairs: Sequence[EncodedPair]) -> list[float]:
-        """One forward pass over `pairs`, padded to the longest; the logits in the same order."""
+        """One forward pass over `pairs` (packed, or padded to the longest); the logits in the same order."""
+        if self.packed is not None:
+            with torch.inference_mode():
+                logits = self.packed.logits(PackedBatch.of(pairs, self.uses_token_type_ids), self.device, to_device)
+            return logits[:, 0].float().cpu().tolist()
         input_ids, attention, type_ids = pad_batch(pairs, self.pad_token_id)
         inputs = {
             "input_ids": to_device(torch.from_numpy(input_ids), self.device),
@@ -194,6 +203,11 @@ class CrossEncoder:
         Call it on the thread that will run the forward passes (`MicroBatcher.start(warmup=...)`).
         """
         self.score(self.encode("warm up", ["the model"], "END"))
+
+
+def use_packed(setting: str, device: torch.device) -> bool:
+    """Whether RERANK_PACKED_FORWARD asks for the packed forward on `device` (`auto`: on a CPU)."""
+    return setting == "on" or (setting == "auto" and device.type == "cpu")
 
 
 def load_classifier(model_dir: str, **kwargs) -> torch.nn.Module:

@@ -81,8 +81,12 @@ def test_cpu_tensors_are_neither_pinned_nor_copied():
     assert tensor.calls == []
 
 
-def test_score_sends_every_input_through_to_device(bert_model_dir, monkeypatch):
-    encoder = CrossEncoder.load(Settings(model=bert_model_dir, device="cpu"))
+@pytest.mark.parametrize(
+    ("forward", "inputs"),
+    [("off", 3), ("on", 6)],  # ids, mask, segments; packed: ids, segments, positions, layout, lengths, starts
+)
+def test_score_sends_every_input_through_to_device(bert_model_dir, monkeypatch, forward, inputs):
+    encoder = CrossEncoder.load(Settings(model=bert_model_dir, device="cpu", packed_forward=forward))
     moved = []
 
     def record(tensor, device):
@@ -91,7 +95,7 @@ def test_score_sends_every_input_through_to_device(bert_model_dir, monkeypatch):
 
     monkeypatch.setattr(runtime_module, "to_device", record)
     encoder.score(encoder.encode("query", ["one passage", "another, longer passage"], "END"))
-    assert moved == [(torch.int64, CPU)] * 3  # ids, mask, segment ids
+    assert moved == [(torch.int64, CPU)] * inputs
 
 
 def test_bf16_weights_score_close_to_fp32_on_this_cpu(bert_model_dir):
