@@ -5,10 +5,11 @@ Variants, run in alternating order in every round (median over rounds), all on t
 - `fleet_2x1`: the same API and Redis, two workers of one torch thread each (scale-out check);
 - `st`: `sentence_transformers.CrossEncoder.predict(pairs, batch_size=32)` per request, in process;
 - `ideal`: an offline loop over all pairs of the round: tokenized, sorted by length, token-budget
-  batches, plain transformers forward, no queue and no network;
+  batches, the worker's own tokenizer and forward pass (CrossEncoder), no queue and no network;
 - `infinity`: `infinity_emb v2 --model-id DIR --engine torch --device cpu` over HTTP, when its venv
   is given (--infinity-python or $INFINITY_PYTHON; `bash ops/make_infinity_venv.sh` creates one);
-- `matmul`: the fp32 matmul rate of this machine (best of a square and the model's own GEMM shapes).
+- `matmul`: the fp32 matmul rate of this machine (best of a square and the model's own GEMM shapes, through
+  torch's matmul and through oneDNN).
 Then, unless --workload is not `mixed` or --no-extras: a lone 1-passage request (fleet vs in process, p50)
 and 64 concurrent 1-passage requests vs the same sent one at a time.
 
@@ -162,17 +163,27 @@ def _child_main(conn, kind: type, model_dir: str, threads: int, budget: int) -> 
 
 
 def matmul_rate(seconds_each: float = 1.0) -> dict:
-    """fp32 GFLOP/s of torch matmul for each shape; `peak` is the best."""
+    """fp32 GFLOP/s for each shape, through torch's matmul (MKL on x86) and through oneDNN's linear (what
+    the packed forward uses, where it works); `peak` is the best of all, the machine's fp32 matmul rate."""
+    from worker.packed_forward import linear_kernel, onednn_linear
+
+    kernels = {"torch": lambda a, b, bias: a @ b}
+    if linear_kernel(torch.device("cpu"), torch.float32) is onednn_linear:
+        kernels["onednn"] = lambda a, weight, bias: onednn_linear(a, weight, bias, False)
     rates = {}
-    for m, k, n in MATMUL_SHAPES:
-        a, b = torch.randn(m, k), torch.randn(k, n)
-        for _ in range(2):
-            a @ b
-        calls, started = 0, time.perf_counter()
-        while time.perf_counter() - started < seconds_each:
-            a @ b
-            calls += 1
-        rates[f"{m}x{k}x{n}"] = 2 * m * k * n * calls / (time.perf_counter() - started) / 1e9
+    with torch.inference_mode():
+        for m, k, n in MATMUL_SHAPES:
+            a, b = torch.randn(m, k), torch.randn(k, n)
+            operands = {"torch": (a, b, None), "onednn": (a, b.T.contiguous(), torch.zeros(n))}
+            for name, kernel in kernels.items():
+                args = operands[name]
+                for _ in range(2):
+                    kernel(*args)
+                calls, started = 0, time.perf_counter()
+                while time.perf_counter() - started < seconds_each:
+                    kernel(*args)
+                    calls += 1
+                rates[f"{name} {m}x{k}x{n}"] = 2 * m * k * n * calls / (time.perf_counter() - started) / 1e9
     return {"gflops": rates, "peak_gflops": max(rates.values())}
 
 

@@ -6,7 +6,7 @@ import torch
 
 from shared.settings import Settings
 from tests.reference import Reference
-from worker.packed_forward import PackedBatch, PackedForward
+from worker.packed_forward import PackedBatch, PackedForward, linear_kernel, onednn_linear, torch_linear
 from worker.runtime import CrossEncoder, EncodedPair, pad_batch, use_packed
 
 QUERY = "what is the capital city of france"
@@ -69,3 +69,30 @@ def test_the_setting_chooses_the_forward(bert_model_dir):
     assert use_packed("on", cuda) and not use_packed("off", cpu)
     assert CrossEncoder.load(Settings(model=bert_model_dir, device="cpu", packed_forward="off")).packed is None
     assert PackedForward.of(CrossEncoder.load(Settings(model=bert_model_dir, device="cpu")).model) is not None
+
+
+def test_linear_layers_take_onednn_on_a_cpu_in_float32_only():
+    cpu = torch.device("cpu")
+    if torch.backends.mkldnn.is_available():
+        assert linear_kernel(cpu, torch.float32) is onednn_linear
+    assert linear_kernel(cpu, torch.bfloat16) is torch_linear
+    assert linear_kernel(torch.device("cuda"), torch.float32) is torch_linear
+    x, weight, bias = torch.randn(7, 16), torch.randn(24, 16), torch.randn(24)
+    for gelu in (False, True):
+        assert torch.allclose(onednn_linear(x, weight, bias, gelu), torch_linear(x, weight, bias, gelu), atol=1e-5)
+
+
+def test_another_activation_is_applied_after_the_matmul(bert_model_dir):
+    from transformers import AutoModelForSequenceClassification
+
+    encoder = CrossEncoder.load(Settings(model=bert_model_dir, device="cpu"))
+    model = AutoModelForSequenceClassification.from_pretrained(bert_model_dir, hidden_act="gelu_new").eval()
+    packed = PackedForward.of(model)
+    pairs = encoder.encode(QUERY, PASSAGES, "END")
+    input_ids, attention, type_ids = pad_batch(pairs, encoder.pad_token_id)
+    with torch.inference_mode():
+        want = model(input_ids=torch.from_numpy(input_ids), attention_mask=torch.from_numpy(attention),
+                     token_type_ids=torch.from_numpy(type_ids)).logits[:, 0]  # fmt: skip
+        got = packed.logits(PackedBatch.of(pairs), torch.device("cpu"), lambda tensor, device: tensor)[:, 0]
+    assert torch.allclose(got, want, atol=1e-5)
+    assert not torch.allclose(got, torch.tensor(encoder.score(pairs)), atol=1e-5)  # gelu_new does change them
