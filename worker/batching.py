@@ -111,8 +111,8 @@ class MicroBatcher:
         """Start the model thread; `warmup`, if given, runs first on it, and start returns once it has.
 
         The model's first pass belongs on the thread that runs all the others: torch gives every thread
-        that runs parallel work its own OpenMP team, and a pass on a second team ran small batches about
-        40 % slower on a 2-core CPU (ops/BENCHMARKS.md, "Engine notes").
+        that runs parallel work its own OpenMP team, and a one-pair pass on another thread than the first
+        pass's took 1.5x as long on a 2-core CPU (ops/BENCHMARKS.md, "Engine notes").
         """
         warmed: Future = Future()
 
