@@ -128,11 +128,14 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=16, help="concurrent fleet requests (512 passages each)")
     parser.add_argument("--llama-batch", type=int, default=32, help="pairs per raw-loop pass (x 512 tokens)")
     parser.add_argument("--batch-tokens", type=int, help="the workers' RERANK_MAX_BATCH_TOKENS (default: theirs)")
+    parser.add_argument("--packed-forward", choices=["auto", "on", "off"], default="auto",
+                        help="the workers' RERANK_PACKED_FORWARD (auto: padded on a GPU; `on` tries the packed one)")
     parser.add_argument("--smoke", action="store_true", help="CPU, toy models, few pairs: checks the script only")
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "true")  # the workers tokenize on every core, as in production
     worker_settings = {"max_batch_tokens": args.batch_tokens} if args.batch_tokens else {}
+    worker_settings["packed_forward"] = args.packed_forward
     device, dtype = device_and_dtype(args.smoke)
     work = Path(args.work or tempfile.mkdtemp(prefix="bench-gpu-"))
     if args.smoke:
