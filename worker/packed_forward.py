@@ -159,8 +159,9 @@ class PackedForward:
         types = to_device(torch.from_numpy(batch.type_ids), device)
         positions = to_device(torch.from_numpy(batch.positions + self._position_offset), device)
         padded_index = to_device(torch.from_numpy(batch.padded_index), device)
-        key_mask = (torch.arange(longest, device=device)[None, :] < to_device(torch.from_numpy(batch.lengths), device)[:, None])
-        key_mask = key_mask[:, None, None, :]  # [pairs, 1, 1, longest]: every query sees its pair's keys
+        lengths = to_device(torch.from_numpy(batch.lengths), device)
+        # [pairs, 1, 1, longest]: every query sees its own pair's keys
+        key_mask = (torch.arange(longest, device=device)[None, :] < lengths[:, None])[:, None, None, :]
         emb = self._embeddings
         hidden = emb.word_embeddings(ids) + emb.token_type_embeddings(types)  # the order transformers adds them
         hidden = emb.LayerNorm(hidden + emb.position_embeddings(positions))
