@@ -6,6 +6,7 @@
    transformers' padded forward, for four kinds of batch.
 3. A one-pair pass on the thread that ran the model's first pass against the same pass on another thread
    (each thread that runs torch's parallel work gets its own OpenMP team).
+4. Where one packed pass spends its time, by torch's profiler.
 
 Usage: python -m ops.bench_forward --model-dir DIR [--threads 2] [--seconds 2]
 """
@@ -96,6 +97,22 @@ def model_thread(encoder: CrossEncoder) -> dict:
     return result
 
 
+def profile_of_one_pass(encoder: CrossEncoder, top: int = 8) -> list[dict]:
+    """Where one packed pass of 16 pairs of 100-140 words spends its time (torch's profiler, 10 passes)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    rng = np.random.default_rng(1)
+    pairs = encoder.encode(QUERY, [" ".join(rng.choice(WORDS, int(rng.integers(100, 140)))) for _ in range(16)], "END")
+    for _ in range(3):
+        encoder.score(pairs)
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        for _ in range(10):
+            encoder.score(pairs)
+    events = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)
+    total = sum(e.self_cpu_time_total for e in events)
+    return [{"op": e.key, "self_cpu_fraction": round(e.self_cpu_time_total / total, 3)} for e in events[:top]]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model-dir", required=True)
@@ -108,7 +125,8 @@ def main() -> None:
         raise SystemExit("this model has no packed forward (BERT, RoBERTa and XLM-R only)")
     result = {"threads": args.threads, "model_thread_one_pair_ms": model_thread(encoder),
               "packed_against_padded": packed_against_padded(encoder, args.seconds),
-              "linear_kernels": linear_kernels(args.seconds), "packed_linear": encoder.packed.linear.__name__}  # fmt: skip
+              "linear_kernels": linear_kernels(args.seconds), "packed_linear": encoder.packed.linear.__name__,
+              "profile_of_one_pass": profile_of_one_pass(encoder)}  # fmt: skip
     print(json.dumps(result, indent=2))
 
 
