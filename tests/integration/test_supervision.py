@@ -33,7 +33,7 @@ def test_up_restarts_a_killed_worker_that_then_serves(bert_model_dir, tmp_path):
     with open(log_path, "wb") as log:
         up = subprocess.Popen(
             [sys.executable, "-m", "api.cli", "up", "--model", bert_model_dir, "--model-id", "supervised",
-             "--port", str(port), "--grpc-port", "0"],
+             "--port", str(port), "--grpc-port", "0", "--flower-port", str(free_port())],
             env=child_env(), stdout=log, stderr=subprocess.STDOUT, cwd=REPO_ROOT,
         )  # fmt: skip
     body = {"model": "supervised", "query": {"text": "q"}, "passages": [{"text": "a"}, {"text": "b"}]}
