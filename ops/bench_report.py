@@ -34,7 +34,8 @@ def markdown(result: dict) -> str:
         f"Workload `{spec['name']}`: {result['requests_per_round']} requests a round of {spec['passages']} passages "
         f"of {spec['min_words']}-{spec['max_words']} words, {spec['clients']} concurrent clients, truncate END; "
         f"{result['repeats']} round(s), medians. Machine: {result['machine']['cpu']}, {result['machine']['cores']} "
-        f"cores, torch {result['machine']['torch']}, {result['threads']} torch threads. "
+        f"cores, torch {result['machine']['torch']}, {result['threads']} torch threads, fleet and ideal loop in "
+        f"{result.get('dtype', 'float32')}. "
         f"fp32 matmul rate: {_f(summary['matmul_peak_gflops'])} GFLOP/s.",
         f"Load: start `{result['uptime_start']}`; end `{result['uptime_end']}`.",
         "",

@@ -14,7 +14,7 @@ Then, unless --workload is not `mixed` or --no-extras: a lone 1-passage request 
 and 64 concurrent 1-passage requests vs the same sent one at a time.
 
 Usage: python -m ops.bench_rerank [--model-dir DIR] [--out DIR] [--workload mixed|long] [--repeats 3]
-                                  [--requests N] [--quick] [--infinity-python PATH]
+                                  [--requests N] [--quick] [--infinity-python PATH] [--dtype bfloat16]
 """
 
 from __future__ import annotations
@@ -69,11 +69,11 @@ class Ideal:
     """The offline loop: the worker's own tokenizer and forward pass, all pairs sorted globally, token-budget
     batches, no queue and no network."""
 
-    def __init__(self, model_dir: str, budget: int) -> None:
+    def __init__(self, model_dir: str, budget: int, dtype: str = "float32") -> None:
         from shared.settings import Settings
         from worker.runtime import CrossEncoder
 
-        self.encoder = CrossEncoder.load(Settings(model=model_dir, device="cpu"))
+        self.encoder = CrossEncoder.load(Settings(model=model_dir, device="cpu", dtype=dtype))
         self.budget = budget
         self.flops_per_token = 2 * sum(
             p.numel() for name, p in self.encoder.model.named_parameters() if ".embeddings." not in name
@@ -128,12 +128,14 @@ class Child:
     loop, that loop ran about 1.6x slower here. Each variant gets a process of its own.
     """
 
-    def __init__(self, kind: type, model_dir: str, threads: int, budget: int) -> None:
+    def __init__(self, kind: type, model_dir: str, threads: int, budget: int, **options) -> None:
         import multiprocessing
 
         context = multiprocessing.get_context("spawn")
         self.conn, theirs = context.Pipe()
-        self.process = context.Process(target=_child_main, args=(theirs, kind, model_dir, threads, budget), daemon=True)
+        self.process = context.Process(
+            target=_child_main, args=(theirs, kind, model_dir, threads, budget, options), daemon=True
+        )
         self.process.start()
 
     def call(self, method: str, *args):
@@ -149,10 +151,10 @@ class Child:
             self.process.join(30)
 
 
-def _child_main(conn, kind: type, model_dir: str, threads: int, budget: int) -> None:
+def _child_main(conn, kind: type, model_dir: str, threads: int, budget: int, options: dict) -> None:
     torch.set_num_threads(threads)
     torch.set_num_interop_threads(1)
-    target = kind(model_dir, budget)
+    target = kind(model_dir, budget, **options)
     while (message := conn.recv()) is not None:
         method, args = message
         try:
@@ -379,7 +381,7 @@ def run(args: argparse.Namespace) -> dict:
     result: dict = {
         "started_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "uptime_start": uptime(), "machine": machine(), "workload": spec.__dict__,
-        "requests_per_round": requests_per_round, "repeats": args.repeats, "threads": args.threads,
+        "requests_per_round": requests_per_round, "repeats": args.repeats, "threads": args.threads, "dtype": args.dtype,
         "max_batch_tokens": args.batch_tokens or CPU_BATCH_TOKENS, "command": " ".join([Path(sys.executable).name, "-m", "ops.bench_rerank", *sys.argv[1:]]),
     }  # fmt: skip
     procs: list[Proc] = []
@@ -395,7 +397,7 @@ def run(args: argparse.Namespace) -> dict:
         redis_proc = start_redis(work)
         procs.append(redis_proc)
         redis_url = redis_proc.extra["url"]
-        common = {"redis_url": redis_url, "model": model_dir, "timeout": 600}
+        common = {"redis_url": redis_url, "model": model_dir, "timeout": 600, "dtype": args.dtype}
         if args.batch_tokens:
             common["max_batch_tokens"] = args.batch_tokens
         main_worker = start_worker(work, model_id=MODEL_ID, torch_threads=args.threads, **common)
@@ -412,7 +414,7 @@ def run(args: argparse.Namespace) -> dict:
             wait_http(f"{infinity[1]}/health", infinity[0])
 
         budget = args.batch_tokens or CPU_BATCH_TOKENS
-        ideal = Child(Ideal, model_dir, args.threads, budget)
+        ideal = Child(Ideal, model_dir, args.threads, budget, dtype=args.dtype)
         st = Child(SentenceTransformers, model_dir, args.threads, budget)
         children.extend([ideal, st])
         variants = {
@@ -543,6 +545,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=os.cpu_count(), help="torch threads (fleet worker, in process)")
     parser.add_argument("--batch-tokens", type=int, help="token budget of the fleet and the ideal loop "
                         f"(default: the worker's CPU default, {CPU_BATCH_TOKENS})")
+    parser.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32",
+                        help="RERANK_DTYPE of the fleet's workers and the ideal loop (sentence-transformers and "
+                        "Infinity stay in float32, their default)")
     parser.add_argument("--lone", type=int, default=40, help="lone 1-passage requests per side")
     parser.add_argument("--infinity-python", help="python of a venv with infinity-emb (else $INFINITY_PYTHON)")
     parser.add_argument("--no-scale-out", action="store_true", help="skip the 2-worker x 1-thread variant")

@@ -71,15 +71,28 @@ def test_the_setting_chooses_the_forward(bert_model_dir):
     assert PackedForward.of(CrossEncoder.load(Settings(model=bert_model_dir, device="cpu")).model) is not None
 
 
-def test_linear_layers_take_onednn_on_a_cpu_in_float32_only():
+def test_linear_layers_take_onednn_on_a_cpu_in_float32_and_bfloat16():
     cpu = torch.device("cpu")
     if torch.backends.mkldnn.is_available():
         assert linear_kernel(cpu, torch.float32) is onednn_linear
-    assert linear_kernel(cpu, torch.bfloat16) is torch_linear
+        assert linear_kernel(cpu, torch.bfloat16) is onednn_linear
+    assert linear_kernel(cpu, torch.float16) is torch_linear
     assert linear_kernel(torch.device("cuda"), torch.float32) is torch_linear
     x, weight, bias = torch.randn(7, 16), torch.randn(24, 16), torch.randn(24)
     for gelu in (False, True):
         assert torch.allclose(onednn_linear(x, weight, bias, gelu), torch_linear(x, weight, bias, gelu), atol=1e-5)
+
+
+def test_bfloat16_on_a_cpu_scores_close_to_float32_and_keeps_the_order(bert_model_dir):
+    full, half = (CrossEncoder.load(Settings(model=bert_model_dir, device="cpu", dtype=dtype))
+                  for dtype in ("float32", "bfloat16"))  # fmt: skip
+    assert half.packed is not None and next(half.model.parameters()).dtype == torch.bfloat16
+    passages = [f"paris is the capital of {word}" for word in ("france", "spain", "the river", "nothing")] + PASSAGES
+    pairs = full.encode(QUERY, passages, "END")
+    want, got = np.array(full.score(pairs)), np.array(half.score(pairs))
+    spread = want.max() - want.min()
+    assert np.abs(got - want).max() < 0.05 * spread
+    assert np.argmax(got) == np.argmax(want)
 
 
 def test_another_activation_is_applied_after_the_matmul(bert_model_dir):
