@@ -28,11 +28,11 @@ _SUBMIT_BODY = {
 }
 
 
-def _service(request: Request) -> JobService:
+async def _service(request: Request) -> JobService:
     return request.app.state.job_service
 
 
-def _store(request: Request) -> JobStore:
+async def _store(request: Request) -> JobStore:
     return request.app.state.job_store
 
 

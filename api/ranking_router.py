@@ -17,7 +17,8 @@ router = APIRouter(dependencies=[Depends(require_api_key)], responses=ERROR_RESP
 _STARTED = int(time.time())
 
 
-def ranking_service(request: Request) -> RankingService:
+async def ranking_service(request: Request) -> RankingService:
+    """The app's service. `async`, as every dependency here: FastAPI runs a plain `def` on its thread pool."""
     return request.app.state.ranking_service
 
 

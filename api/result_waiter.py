@@ -4,6 +4,8 @@ Celery's Redis result backend writes each result to `celery-task-meta-<task id>`
 channel of the same name. One pub/sub connection per API process subscribes to the channels of the
 requests in flight and wakes each waiting coroutine. A GET of the key every `poll_interval` covers a
 result published before its subscription took effect, or lost while the connection was re-established.
+Deleting a delivered result and unsubscribing from its channel happen beside the answer, not before it:
+two Redis round trips a request's client need not wait for.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import asyncio
 import contextlib
 import json
 import logging
-from typing import AsyncIterator, Awaitable, Callable
+from typing import AsyncIterator, Awaitable, Callable, Coroutine
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
@@ -33,11 +35,14 @@ class ResultWaiter:
         self._subscribe_lock = asyncio.Lock()
         self._poll_interval = poll_interval
         self._reader: asyncio.Task | None = None
+        self._cleanups: set[asyncio.Task] = set()  # deletes and unsubscribes still running
 
     async def start(self) -> None:
         self._reader = asyncio.create_task(self._read_forever(), name="result-waiter")
 
     async def close(self) -> None:
+        if self._cleanups:
+            await asyncio.gather(*self._cleanups, return_exceptions=True)
         if self._reader is not None:
             self._reader.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -57,16 +62,25 @@ class ResultWaiter:
             yield PendingResult(self, channel, future)
         finally:
             self._waiting.pop(channel, None)
-            with contextlib.suppress(RedisError):
-                async with self._subscribe_lock:
-                    await self._pubsub.unsubscribe(channel)
+            self._beside_the_answer(self._unsubscribe(channel))
+
+    def _beside_the_answer(self, cleanup: Coroutine) -> None:
+        """Run `cleanup` without making the request wait for it; `close` waits for what is left."""
+        task = asyncio.get_running_loop().create_task(cleanup)
+        self._cleanups.add(task)
+        task.add_done_callback(self._cleanups.discard)
+
+    async def _unsubscribe(self, channel: str) -> None:
+        with contextlib.suppress(RedisError, OSError):
+            async with self._subscribe_lock:
+                await self._pubsub.unsubscribe(channel)
 
     async def _fetch(self, channel: str) -> dict | None:
         raw = await self._redis.get(channel)
         return json.loads(raw) if raw else None
 
     async def _forget(self, channel: str) -> None:
-        with contextlib.suppress(RedisError):
+        with contextlib.suppress(RedisError, OSError):
             await self._redis.delete(channel)
 
     async def _read_forever(self) -> None:
@@ -120,5 +134,5 @@ class PendingResult:
                 meta = await self._waiter._fetch(self._channel)
                 if meta is None and check is not None:
                     await check()
-        await self._waiter._forget(self._channel)
+        self._waiter._beside_the_answer(self._waiter._forget(self._channel))
         return meta

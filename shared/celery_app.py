@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from celery import Celery
+from kombu import Exchange, Queue
 
 from shared.settings import Settings
 
@@ -18,6 +19,19 @@ def interactive_queue(model_id: str) -> str:
 def batch_queue(model_id: str) -> str:
     """The queue of batch-job chunks for one model; workers serve it after interactive work."""
     return f"rank.{model_id}.batch"
+
+
+def worker_queues(model_id: str) -> list[Queue]:
+    """The queues a worker of `model_id` consumes, declared as Celery declares a queue it is sent by name.
+
+    Interactive requests are acknowledged as a worker receives them (`task_acks_late=False`), so their
+    queue is consumed with `no_ack`: kombu's Redis transport then skips recording every message as unacked
+    and deleting the record a moment later, two round trips per request. Batch-job chunks are acknowledged
+    late and keep the record: a chunk held by a worker that died returns after the visibility timeout.
+    """
+    interactive, batch = interactive_queue(model_id), batch_queue(model_id)
+    return [Queue(interactive, Exchange(interactive), routing_key=interactive, no_ack=True),
+            Queue(batch, Exchange(batch), routing_key=batch)]  # fmt: skip
 
 
 def send_job_chunk(app: Celery, *, job_id: str, model: str, chunk: int, window: int) -> None:
@@ -38,6 +52,8 @@ def create_celery_app(settings: Settings, *, result_backend: bool = True) -> Cel
     to every task's channel and never let go.
     """
     app = Celery("rerank_fleet", broker=settings.redis_url, backend=settings.redis_url if result_backend else None)
+    if settings.redis_url.startswith("redis://"):  # rediss:// (TLS) and others keep kombu's own transport
+        app.conf.broker_transport = "shared.redis_transport:Transport"
     app.conf.update(
         # JSON only: a pickle payload is refused by both sides.
         task_serializer="json",

@@ -16,7 +16,7 @@ import redis
 import torch
 from celery import signals
 
-from shared.celery_app import batch_queue, interactive_queue
+from shared.celery_app import batch_queue, interactive_queue, worker_queues
 from shared.log_format import configure_logging
 from shared.registry import METRICS_FIELD
 from shared.settings import get_settings
@@ -112,6 +112,7 @@ def main() -> int:
             thread.stop()
 
     broker_guard.install()
+    app.conf.task_queues = worker_queues(model_id)
     app.worker_main(
         [
             "worker",
