@@ -203,17 +203,21 @@ def test_a_worker_killed_mid_job_loses_and_duplicates_nothing(log_dir, redis_ser
     redis_url, model_id = redis_server.extra["url"], "kill-test"
     settings = {"job_visibility_timeout": 3, "job_chunk_pairs": 64}
     first = start_worker(log_dir, redis_url=redis_url, model=bert_model_dir, model_id=model_id, **settings)
-    second = start_worker(log_dir, redis_url=redis_url, model=bert_model_dir, model_id=model_id, **settings)
+    second = None
     api = start_api(log_dir, redis_url=redis_url, model=bert_model_dir, model_id=model_id, **settings)
     try:
         requests = make_requests(240, seed=13, max_passages=30, words=60)
         job = httpx.post(f"{api.extra['url']}/v1/ranking/jobs",
                          json={"model": model_id, "requests": requests}).json()  # fmt: skip
-        deadline = time.monotonic() + 60
-        while worker_report(redis_url, first.extra["name"])["batch_stats"]["pairs"] == 0:  # the first is at work
-            assert time.monotonic() < deadline
+        # the first worker, alone, is at work on the job: it holds chunks when it is killed
+        running = wait_for(api.extra["url"], job["id"], statuses=("running",), timeout=60)
+        while running.progress.completed_requests == 0:
+            time.sleep(0.02)
+            running = Job.model_validate(httpx.get(f"{api.extra['url']}/v1/ranking/jobs/{job['id']}").json())
         first.process.send_signal(signal.SIGKILL)
+        first.process.wait()
         assert wait_for(api.extra["url"], job["id"], statuses=("running",)).progress.completed_requests < 240
+        second = start_worker(log_dir, redis_url=redis_url, model=bert_model_dir, model_id=model_id, **settings)
         done = wait_for(api.extra["url"], job["id"], timeout=180)
         assert done.status == "succeeded"
         assert done.progress.completed_requests == 240 and done.progress.failed_requests == 0
@@ -223,5 +227,6 @@ def test_a_worker_killed_mid_job_loses_and_duplicates_nothing(log_dir, redis_ser
         assert all("response" in line for line in out)
     finally:
         api.stop()
-        second.stop()
+        if second is not None:
+            second.stop()
         first.stop()
