@@ -1,12 +1,14 @@
 """The worker's forward pass on a CPU, piece by piece: linear kernels, packed tokens, the model thread.
 
 1. `F.linear` (torch's kernel: MKL's sgemm on x86) against oneDNN's linear on BERT-base-like shapes of
-   MiniLM (hidden 384, intermediate 1536) for 40 to 4096 rows.
+   MiniLM (hidden 384, intermediate 1536) for 40 to 4096 rows, and oneDNN's rate in bfloat16.
 2. One forward pass of the worker's runtime over the same pairs, packed (`RERANK_PACKED_FORWARD`) against
    transformers' padded forward, for four kinds of batch.
 3. A one-pair pass on the thread that ran the model's first pass against the same pass on another thread
    (each thread that runs torch's parallel work gets its own OpenMP team).
 4. Where one packed pass spends its time, by torch's profiler.
+5. The same pairs in bfloat16 (RERANK_DTYPE=bfloat16) against float32: time, and how far the logits move
+   next to their spread.
 
 Usage: python -m ops.bench_forward --model-dir DIR [--threads 2] [--seconds 2]
 """
@@ -51,10 +53,13 @@ def linear_kernels(budget: float) -> list[dict]:
                 x, weight, bias = torch.randn(tokens, fan_in), torch.randn(fan_out, fan_in), torch.randn(fan_out)
                 torch_s = seconds_per_call(lambda: F.linear(x, weight, bias), budget / 4)
                 onednn_s = seconds_per_call(lambda: onednn_linear(x, weight, bias, False), budget / 4)
+                half = [tensor.bfloat16() for tensor in (x, weight, bias)]
+                bf16_s = seconds_per_call(lambda: onednn_linear(*half, False), budget / 4)
                 flops = 2 * tokens * fan_in * fan_out
                 rows.append({"shape": f"{tokens}x{fan_in} by {fan_in}x{fan_out}", "torch_ms": round(1000 * torch_s, 3),
                              "onednn_ms": round(1000 * onednn_s, 3), "speedup": round(torch_s / onednn_s, 2),
-                             "onednn_gflops": round(flops / onednn_s / 1e9)})  # fmt: skip
+                             "onednn_gflops": round(flops / onednn_s / 1e9),
+                             "onednn_bfloat16_gflops": round(flops / bf16_s / 1e9)})  # fmt: skip
     return rows
 
 
@@ -113,6 +118,22 @@ def profile_of_one_pass(encoder: CrossEncoder, top: int = 8) -> list[dict]:
     return [{"op": e.key, "self_cpu_fraction": round(e.self_cpu_time_total / total, 3)} for e in events[:top]]
 
 
+def bfloat16_against_float32(model_dir: str, encoder: CrossEncoder, budget: float) -> list[dict]:
+    half = CrossEncoder.load(Settings(model=model_dir, device="cpu", dtype="bfloat16"))
+    rng = np.random.default_rng(2)
+    rows = []
+    for name, (count, low, high) in BATCHES.items():
+        passages = [" ".join(rng.choice(WORDS, int(rng.integers(low, high)))) for _ in range(count)]
+        pairs = encoder.encode(QUERY, passages, "END")
+        full_s, half_s = (seconds_per_call(lambda: side.score(pairs), budget) for side in (encoder, half))
+        full, low_precision = np.array(encoder.score(pairs)), np.array(half.score(pairs))
+        rows.append({"batch": name, "float32_ms": round(1000 * full_s, 1), "bfloat16_ms": round(1000 * half_s, 1),
+                     "speedup": round(full_s / half_s, 2),
+                     "max_logit_difference": float(np.abs(low_precision - full).max()),
+                     "float32_logit_std": float(full.std())})  # fmt: skip
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model-dir", required=True)
@@ -126,7 +147,8 @@ def main() -> None:
     result = {"threads": args.threads, "model_thread_one_pair_ms": model_thread(encoder),
               "packed_against_padded": packed_against_padded(encoder, args.seconds),
               "linear_kernels": linear_kernels(args.seconds), "packed_linear": encoder.packed.linear.__name__,
-              "profile_of_one_pass": profile_of_one_pass(encoder)}  # fmt: skip
+              "profile_of_one_pass": profile_of_one_pass(encoder),
+              "bfloat16_against_float32": bfloat16_against_float32(args.model_dir, encoder, args.seconds)}  # fmt: skip
     print(json.dumps(result, indent=2))
 
 

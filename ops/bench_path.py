@@ -7,7 +7,9 @@ so that the forward pass is small next to the path. Then:
   `task-received` (Redis, the worker's consumer), received to `task-started`, started to `task-succeeded`
   (the task body: claim, tokenize, micro-batcher, forward pass, result stored), succeeded to the client
   (result published, the API wakes, HTTP back);
-- 64 such requests sent at once (httpx async) against the same 64 one at a time, `--repeats` times.
+- 64 such requests sent at once (httpx async) against the same 64 one at a time, `--repeats` times, with
+  the CPU time each process spent on the concurrent ones, per request (from /proc: Linux only; `bench`
+  is this process: the httpx client and the task-event listener).
 
 Usage: python -m ops.bench_path [--model-dir DIR] [--lone 40] [--repeats 3]
 """
@@ -17,6 +19,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
+import resource
 import statistics
 import tempfile
 import threading
@@ -84,7 +88,17 @@ async def concurrent_seconds(url: str, count: int) -> float:
     return elapsed
 
 
-def concurrency(url: str, repeats: int) -> dict:
+def cpu_seconds(pid: int | None) -> float:
+    """User plus system CPU time of a process so far (None: this one)."""
+    if pid is None:
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        return usage.ru_utime + usage.ru_stime
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def concurrency(url: str, repeats: int, pids: dict[str, int | None]) -> dict:
     rounds = []
     with httpx.Client(timeout=30) as client:
         for _ in range(repeats):
@@ -92,9 +106,11 @@ def concurrency(url: str, repeats: int) -> dict:
             for _ in range(64):
                 client.post(f"{url}/v1/ranking", json=BODY).raise_for_status()
             sequential = 64 / (time.perf_counter() - began)
+            before = {name: cpu_seconds(pid) for name, pid in pids.items()}
             concurrent = 64 / asyncio.run(concurrent_seconds(url, 64))
+            cpu_ms = {name: round(1000 * (cpu_seconds(pid) - before[name]) / 64, 2) for name, pid in pids.items()}
             rounds.append({"sequential_rps": round(sequential, 1), "concurrent_rps": round(concurrent, 1),
-                           "ratio": round(concurrent / sequential, 2)})  # fmt: skip
+                           "ratio": round(concurrent / sequential, 2), "cpu_ms_per_request": cpu_ms})  # fmt: skip
     return {"rounds": rounds, "ratio": statistics.median(r["ratio"] for r in rounds)}
 
 
@@ -110,15 +126,17 @@ def main() -> None:
     redis = start_redis(work)
     procs = [redis]
     try:
-        procs.append(start_worker(work, redis_url=redis.extra["url"], model=model_dir, model_id=MODEL_ID,
-                                  torch_threads=args.threads))  # fmt: skip
+        worker = start_worker(work, redis_url=redis.extra["url"], model=model_dir, model_id=MODEL_ID,
+                              torch_threads=args.threads)  # fmt: skip
+        procs.append(worker)
         api = start_api(work, redis_url=redis.extra["url"], model=model_dir, model_id=MODEL_ID, grpc_port=0)
         procs.append(api)
+        pids = {"api": api.process.pid, "worker": worker.process.pid, "redis": redis.process.pid, "bench": None}
         events: dict[str, dict[str, float]] = {}
         threading.Thread(target=collect_events, args=(redis.extra["url"], events), daemon=True).start()
         time.sleep(1)
         result = {"model_dir": model_dir, "lone": lone_requests(api.extra["url"], args.lone, events),
-                  "concurrent_64": concurrency(api.extra["url"], args.repeats)}  # fmt: skip
+                  "concurrent_64": concurrency(api.extra["url"], args.repeats, pids)}  # fmt: skip
     finally:
         for proc in reversed(procs):
             proc.stop()
