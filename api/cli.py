@@ -29,6 +29,8 @@ def _build_parser() -> argparse.ArgumentParser:
     up.add_argument("--grpc-port", type=int, help="KServe V2 gRPC port, 0 for none (RERANK_GRPC_PORT, default 8001)")
     up.add_argument("--redis-url", help="use this Redis instead of an embedded one (RERANK_REDIS_URL)")
     up.add_argument("--device", choices=["auto", "cpu", "cuda"], help="worker device (RERANK_DEVICE)")
+    up.add_argument("--cpu-workers", type=int, help="CPU worker processes where no GPU is visible (RERANK_CPU_WORKERS, "
+                    "default 1; each gets the cores divided among them unless RERANK_TORCH_THREADS is set)")
     up.add_argument("--flower-port", type=int, help="port of the Flower dashboard (RERANK_FLOWER_PORT, default 5555)")
     up.add_argument("--no-flower", action="store_true", help="do not start Flower (same as --flower-port 0)")
     add_jobs_parser(commands)
@@ -49,6 +51,7 @@ def main(argv: list[str] | None = None) -> int:
             ("grpc_port", args.grpc_port),
             ("redis_url", args.redis_url),
             ("device", args.device),
+            ("cpu_workers", args.cpu_workers),
             ("flower_port", 0 if args.no_flower else args.flower_port),
         )
         if value is not None

@@ -1,5 +1,5 @@
-"""`rerank-fleet up`: Redis (embedded unless given), one worker per visible GPU (else one CPU worker),
-the API and Flower, started as child processes, watched, and stopped together."""
+"""`rerank-fleet up`: Redis (embedded unless given), one worker per visible GPU (else RERANK_CPU_WORKERS
+CPU workers), the API and Flower, started as child processes, watched, and stopped together."""
 
 from __future__ import annotations
 
@@ -66,6 +66,19 @@ def settings_env(settings: Settings) -> dict[str, str]:
     return env
 
 
+def cpu_worker_envs(env: dict[str, str], workers: int, torch_threads: int | None) -> list[dict[str, str]]:
+    """The environments of `workers` CPU workers: RERANK_TORCH_THREADS each, or else the cores shared out.
+
+    One worker keeps torch's own choice of threads. Several one-thread workers beat one worker of as many
+    threads on the 2-core benchmark machine (ops/BENCHMARKS.md): a pass on one thread does not stall when
+    the API or Redis takes a core.
+    """
+    cpu = {**env, "CUDA_VISIBLE_DEVICES": "", "RERANK_DEVICE": "cpu"}
+    if torch_threads is None and workers > 1:
+        cpu["RERANK_TORCH_THREADS"] = str(max(1, (os.cpu_count() or 1) // workers))
+    return [dict(cpu) for _ in range(workers)]
+
+
 class Fleet:
     """The processes of one `rerank-fleet up`."""
 
@@ -112,7 +125,7 @@ class Fleet:
         worker_envs = (
             [{**env, "CUDA_VISIBLE_DEVICES": gpu, "RERANK_DEVICE": "cuda"} for gpu in gpus]
             if gpus
-            else [{**env, "CUDA_VISIBLE_DEVICES": "", "RERANK_DEVICE": "cpu"}]
+            else cpu_worker_envs(env, settings.cpu_workers, settings.torch_threads)
         )
         for number, worker_env in enumerate(worker_envs):
             self._spawn(f"worker-{number}", [sys.executable, "-m", "worker"], worker_env)

@@ -1,7 +1,7 @@
 """kombu's Redis transport, with one client object per connection pool instead of one per command.
 
-kombu's Redis channel builds a new `redis.Redis` for every publish, acknowledgement and queue poll that
-is not handed a client. A `redis.Redis` is only a handle on the pool, but building one costs about 45 us
+kombu's Redis channel builds a new `redis.Redis` for every publish and acknowledgement that is not handed
+a client. A `redis.Redis` is only a handle on the pool, but building one costs about 45 us
 here (redis-py fills a dict of response callbacks each time), and a ranking request makes several: the
 API publishes the task and its `task-sent` event, the worker acknowledges it and publishes its events.
 This channel keeps one handle per pool; redis-py's client is safe to share between threads, and the

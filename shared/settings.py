@@ -49,6 +49,11 @@ class Settings(BaseSettings):
     torch_threads: int | None = Field(
         None, ge=1, description="Intra-op threads of a CPU worker. Default: torch's own choice (the cores)."
     )
+    cpu_workers: int = Field(
+        1, ge=1, le=64,
+        description="CPU worker processes `rerank-fleet up` starts where no GPU is visible, each with "
+        "RERANK_TORCH_THREADS threads or else the cores divided among them; each holds its own copy of the model.",
+    )  # fmt: skip
 
     # --- batching and limits -----------------------------------------------------------------
     max_batch_tokens: int | None = Field(

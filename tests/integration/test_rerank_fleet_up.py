@@ -87,6 +87,26 @@ def test_no_flower_starts_no_flower(bert_model_dir, tmp_path):
             up.kill()
 
 
+def test_cpu_workers_share_the_cores(bert_model_dir, tmp_path):
+    port = free_port()
+    up, _ = _start_up(tmp_path, "--model", bert_model_dir, "--model-id", "two-cpu-test", "--port", str(port),
+                      "--grpc-port", "0", "--no-flower", "--cpu-workers", "2")  # fmt: skip
+    try:
+        workers = [pid for pid in _children(up.pid) if _command(pid).endswith("-m worker")]
+        assert len(workers) == 2
+        threads = {_environ(pid).get("RERANK_TORCH_THREADS") for pid in workers}
+        assert threads == {str(max(1, (os.cpu_count() or 1) // 2))}
+        ready = _poll(lambda: httpx.get(f"http://127.0.0.1:{port}/v1/health/ready", timeout=10).json()["workers"] == 2)
+        assert ready
+        body = {"model": "two-cpu-test", "query": {"text": "q"}, "passages": [{"text": "a"}, {"text": "b"}]}
+        assert httpx.post(f"http://127.0.0.1:{port}/v1/ranking", json=body, timeout=30).status_code == 200
+        up.send_signal(signal.SIGTERM)
+        assert up.wait(timeout=60) == 0
+    finally:
+        if up.poll() is None:
+            up.kill()
+
+
 def test_a_worker_whose_model_cannot_be_had_fails_at_once_with_a_hint(tmp_path):
     env = child_env(model="acme/not-cached-reranker", redis_url="redis://127.0.0.1:1/0")
     env.pop("HF_HUB_OFFLINE")
@@ -110,6 +130,12 @@ def _children(pid: int) -> list[int]:
 
 def _command(pid: int) -> str:
     return subprocess.run(["ps", "-o", "args=", "-p", str(pid)], capture_output=True, text=True).stdout.strip()
+
+
+def _environ(pid: int) -> dict[str, str]:
+    with open(f"/proc/{pid}/environ", "rb") as environ:
+        pairs = [entry.split(b"=", 1) for entry in environ.read().split(b"\0") if b"=" in entry]
+    return {key.decode(): value.decode(errors="replace") for key, value in pairs}
 
 
 def _status(url: str) -> int | None:
