@@ -102,6 +102,7 @@ class CrossEncoder:
         backend.no_truncation()
         backend.no_padding()
         model.eval().to(device)
+        logit_layer_in_float32(model)
         limit = model_token_limit(model, hf_tokenizer)
         if settings.max_seq_len is not None:
             if settings.max_seq_len > limit:
@@ -221,6 +222,21 @@ def load_classifier(model_dir: str, **kwargs) -> torch.nn.Module:
             raise
         log.info("this architecture has no SDPA attention; using its default")
         return AutoModelForSequenceClassification.from_pretrained(model_dir, use_safetensors=True, **kwargs)
+
+
+def logit_layer_in_float32(model: torch.nn.Module) -> None:
+    """Compute the model's output layer (the linear layer that gives its one logit) in float32.
+
+    In bfloat16 a logit is rounded to 8 significant bits (steps of 1/32 near 5), so passages that score
+    nearly alike come out tied; in float32 that one dot product per pair costs nothing. Layers before it
+    keep the model's dtype.
+    """
+    outputs = [m for m in model.modules() if isinstance(m, torch.nn.Linear) and m.out_features == model.config.num_labels]
+    if not outputs or outputs[-1].weight.dtype == torch.float32:
+        return
+    outputs[-1].float().register_forward_pre_hook(
+        lambda _module, args: tuple(arg.float() if torch.is_tensor(arg) else arg for arg in args)
+    )
 
 
 def pad_batch(pairs: Sequence[EncodedPair], pad_token_id: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

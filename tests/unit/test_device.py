@@ -106,6 +106,26 @@ def test_bf16_weights_score_close_to_fp32_on_this_cpu(bert_model_dir):
     assert bf16.score(pairs) == pytest.approx(fp32.score(pairs), abs=0.05)
 
 
+@pytest.mark.parametrize("architecture", ["bert, packed", "bert, padded", "llama"])
+def test_in_bf16_logits_are_not_rounded_to_bf16(bert_model_dir, tmp_path, architecture):
+    """The output layer runs in float32: near-equal passages keep distinct logits, as in float32."""
+    model_dir = bert_model_dir
+    if architecture == "llama":
+        from ops.model_builder import LLAMA_TINY, build_llama
+
+        model_dir = str(build_llama(tmp_path / "llama-tiny", shape=LLAMA_TINY, dtype=torch.float32))
+    forward = "off" if architecture == "bert, padded" else "auto"
+    fp32, bf16 = (CrossEncoder.load(Settings(model=model_dir, device="cpu", dtype=dtype, packed_forward=forward))
+                  for dtype in ("float32", "bfloat16"))  # fmt: skip
+    assert (bf16.packed is not None) == (architecture == "bert, packed")
+    passages = [f"paris is the capital of france and {word}" for word in "a b c d e f g h i j k l".split()]
+    pairs = fp32.encode("what is the capital city of france", passages, "END")
+    full, half = fp32.score(pairs), bf16.score(pairs)
+    assert len(set(half)) == len(set(full)) == len(passages)
+    assert any(torch.tensor(logit).bfloat16().item() != logit for logit in half)  # finer than bf16's steps
+    assert next(bf16.model.parameters()).dtype is torch.bfloat16  # the rest of the model stays in bf16
+
+
 def test_models_load_with_sdpa_attention(bert_model_dir):
     encoder = CrossEncoder.load(Settings(model=bert_model_dir, device="cpu"))
     assert encoder.model.config._attn_implementation == "sdpa"
