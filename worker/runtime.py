@@ -231,7 +231,8 @@ def logit_layer_in_float32(model: torch.nn.Module) -> None:
     nearly alike come out tied; in float32 that one dot product per pair costs nothing. Layers before it
     keep the model's dtype.
     """
-    outputs = [m for m in model.modules() if isinstance(m, torch.nn.Linear) and m.out_features == model.config.num_labels]
+    labels = model.config.num_labels
+    outputs = [m for m in model.modules() if isinstance(m, torch.nn.Linear) and m.out_features == labels]
     if not outputs or outputs[-1].weight.dtype == torch.float32:
         return
     outputs[-1].float().register_forward_pre_hook(
