@@ -24,10 +24,11 @@ def batch_queue(model_id: str) -> str:
 def worker_queues(model_id: str) -> list[Queue]:
     """The queues a worker of `model_id` consumes, declared as Celery declares a queue it is sent by name.
 
-    Interactive requests are acknowledged as a worker receives them (`task_acks_late=False`), so their
-    queue is consumed with `no_ack`: kombu's Redis transport then skips recording every message as unacked
-    and deleting the record a moment later, two round trips per request. Batch-job chunks are acknowledged
-    late and keep the record: a chunk held by a worker that died returns after the visibility timeout.
+    Interactive requests are acknowledged as soon as one of a worker's threads takes them
+    (`task_acks_late=False`), so their queue is consumed with `no_ack`: kombu's Redis transport then skips
+    recording every message as unacked and deleting the record a moment later, two round trips per
+    request. Batch-job chunks are acknowledged late and keep the record: a chunk held by a worker that died
+    returns after the visibility timeout.
     """
     interactive, batch = interactive_queue(model_id), batch_queue(model_id)
     return [Queue(interactive, Exchange(interactive), routing_key=interactive, no_ack=True),
