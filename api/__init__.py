@@ -1,1 +1,2 @@
-"""Rerank Fleet's front door: HTTP (FastAPI) routes, result waiting, and the `rerank-fleet` command."""
+"""The front door: HTTP (`api.http`) and gRPC (`api.grpc`) adapters over one transport-free core (`api.ranking`,
+`api.jobs`), composed by `api.app.create_app`; `api.cli` is the `rerank-fleet` command."""

@@ -1,4 +1,5 @@
-"""The FastAPI application: shared clients in the lifespan, routers, error handlers, request ids."""
+"""The FastAPI application: the services in the lifespan, the routers, the middleware in one fixed order,
+the error handlers. The gRPC server runs in the same process and event loop, over the same services."""
 
 from __future__ import annotations
 
@@ -10,24 +11,27 @@ from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
-from api import compat_router, health_router, job_router, metrics, ranking_router
-from api.admission import Admission
-from api.body_limit import BodyLimit
-from api.errors import install_error_handlers
-from api.fleet_metrics import FleetReader
-from api.grpc_server import GrpcServer
-from api.job_service import JobService
-from api.job_store import JobStore
-from api.ranking_service import RankingService
-from api.request_id import RequestId
-from api.result_waiter import ResultWaiter
-from api.task_watch import TaskWatch
-from api.worker_registry import WorkerRegistry
+from api.grpc.server import GrpcServer
+from api.http import cohere, health, jobs, ranking, retrieval
+from api.http.errors import install_error_handlers
+from api.http.middleware.body_limit import BodyLimit
+from api.http.middleware.metrics import HttpMetricsMiddleware
+from api.http.middleware.request_id import RequestId
+from api.jobs.service import JobService
+from api.jobs.store import JobStore
+from api.ranking.admission import Admission
+from api.ranking.fleet_metrics import FleetReader
+from api.ranking.result_waiter import ResultWaiter
+from api.ranking.service import RankingService
+from api.ranking.task_watch import TaskWatch
+from api.ranking.worker_registry import WorkerRegistry
 from shared.celery_app import create_celery_app
 from shared.log_format import configure_logging
 from shared.settings import Settings, get_settings
 
 log = logging.getLogger("api")
+
+ROUTERS = (health.router, ranking.router, retrieval.router, jobs.router, cohere.router)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -75,15 +79,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     install_error_handlers(app)
-    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
-    app.add_middleware(RequestId)
-    app.include_router(health_router.router)
-    app.include_router(ranking_router.router)
-    app.include_router(job_router.router)
-    app.include_router(compat_router.router)
-    app.include_router(metrics.router)
-
-    app.add_middleware(metrics.HttpMetricsMiddleware)  # added last: the outermost, so it times everything
+    for router in ROUTERS:
+        app.include_router(router)
+    # outermost first: metrics time everything, every answer (a 413 too) carries its request id and is logged
+    for middleware, options in reversed(
+        [(HttpMetricsMiddleware, {}), (RequestId, {}), (BodyLimit, {"max_bytes": settings.max_body_bytes})]
+    ):
+        app.add_middleware(middleware, **options)
     return app
 
 

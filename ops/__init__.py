@@ -1,1 +1,2 @@
-"""Operations tooling: model builders for tests and benchmarks, benchmarks, drills, container files."""
+"""Operations tooling: benchmarks (`bench/`), drills (`drills/`), container files (`docker/`), the model builder
+(`models/`), docs pictures (`docs/`), and `processes`, which starts real fleet processes for tests and drills."""

@@ -14,8 +14,8 @@ from pathlib import Path
 import httpx
 import redis
 
-from api.embedded_redis import free_port, redis_command, wait_for_redis
-from ops.flower import flower_command, flower_env
+from api.cli.embedded_redis import free_port, redis_command, wait_for_redis
+from api.cli.flower import flower_command, flower_env
 from shared.registry import model_workers_key, worker_info_key
 from shared.settings import Settings
 
@@ -122,7 +122,7 @@ def start_api(log_dir: Path, *, redis_url: str, timeout: float = 60, **settings)
 
 
 def start_flower(log_dir: Path, *, redis_url: str, basic_auth: str | None = None, timeout: float = 60) -> Proc:
-    """Flower (ops/flower.py) on a free port; returns once /healthcheck answers."""
+    """Flower (api/cli/flower.py) on a free port; returns once /healthcheck answers."""
     port = free_port()
     settings = Settings(redis_url=redis_url, flower_port=port, host="127.0.0.1", flower_basic_auth=basic_auth)
     proc = _spawn("flower", flower_command(settings), flower_env(settings, child_env(redis_url=redis_url)), log_dir)

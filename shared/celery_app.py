@@ -49,7 +49,7 @@ def create_celery_app(settings: Settings, *, result_backend: bool = True) -> Cel
     """A Celery app on the settings' Redis, JSON only, tuned for short interactive tasks.
 
     Workers store results in Redis. The API passes `result_backend=False`: it reads results itself
-    (api/result_waiter.py), and Celery's own Redis result consumer would subscribe the sending process
+    (api/ranking/result_waiter.py), and Celery's own Redis result consumer would subscribe the sending process
     to every task's channel and never let go.
     """
     app = Celery("rerank_fleet", broker=settings.redis_url, backend=settings.redis_url if result_backend else None)

@@ -1,4 +1,4 @@
-"""The error taxonomy: one set of error types, mapped once per transport (HTTP in api/errors.py)."""
+"""The error taxonomy: one set of error types, mapped once per transport (HTTP in api/http/errors.py, gRPC in api/grpc/errors.py)."""
 
 from __future__ import annotations
 

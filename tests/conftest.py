@@ -12,13 +12,13 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 @pytest.fixture(scope="session")
 def bert_model_dir(tmp_path_factory) -> str:
-    from ops.model_builder import build_bert
+    from ops.models.builder import build_bert
 
     return str(build_bert(tmp_path_factory.mktemp("models") / "tiny-bert", seed=1))
 
 
 @pytest.fixture(scope="session")
 def xlmr_model_dir(tmp_path_factory) -> str:
-    from ops.model_builder import build_xlmr
+    from ops.models.builder import build_xlmr
 
     return str(build_xlmr(tmp_path_factory.mktemp("models") / "tiny-xlmr", seed=2))

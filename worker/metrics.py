@@ -2,7 +2,7 @@
 
 They live in a private registry and leave the process as a JSON snapshot in the worker's heartbeat record
 (`metrics` in `rerank:worker:<name>`, shared/registry.py); the API's `/metrics` re-exposes every live
-worker's snapshot labelled by worker and model (api/fleet_metrics.py), so one scrape target covers a fleet
+worker's snapshot labelled by worker and model (api/ranking/fleet_metrics.py), so one scrape target covers a fleet
 on any number of machines. The micro-batcher is observed from outside: `observe_score` wraps the score
 function it calls once per forward pass.
 """

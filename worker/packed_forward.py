@@ -4,7 +4,7 @@ A batch padded to its longest pair spends the padding's share of every linear la
 on nothing. Here the tokens of all pairs are packed into one [tokens, hidden] matrix for all of those;
 only attention sees the pairs padded, through SDPA with a key mask. The model's own modules do the work
 (same weights, same activation, same LayerNorm), so logits match transformers' padded forward to float
-rounding (tests/unit/test_packed_forward.py). On a CPU the linear layers go through oneDNN (float32 or
+rounding (tests/unit/worker/test_packed_forward.py). On a CPU the linear layers go through oneDNN (float32 or
 bfloat16) where it is as accurate as torch's own kernel.
 """
 

@@ -1,0 +1,75 @@
+"""The `rerank-fleet` command."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+
+from pydantic import ValidationError
+
+from api.cli.jobs import add_jobs_parser, run_jobs
+from shared.log_format import configure_logging
+from shared.settings import Settings
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="rerank-fleet", description="Self-hosted, NIM-compatible text reranking.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    up = commands.add_parser(
+        "up",
+        help="start Redis (embedded unless --redis-url), the workers and the API; stop them with Ctrl-C",
+        description="Every option falls back to its RERANK_* environment variable, then to the default.",
+    )
+    up.add_argument("--model", help="hub id or local directory of the cross-encoder (RERANK_MODEL)")
+    up.add_argument("--model-id", help="id clients send as `model` (RERANK_MODEL_ID)")
+    up.add_argument("--host", help="address the API listens on (RERANK_HOST, default 127.0.0.1)")
+    up.add_argument("--port", type=int, help="HTTP port (RERANK_PORT, default 8000)")
+    up.add_argument("--grpc-port", type=int, help="KServe V2 gRPC port, 0 for none (RERANK_GRPC_PORT, default 8001)")
+    up.add_argument("--redis-url", help="use this Redis instead of an embedded one (RERANK_REDIS_URL)")
+    up.add_argument("--device", choices=["auto", "cpu", "cuda"], help="worker device (RERANK_DEVICE)")
+    up.add_argument("--cpu-workers", type=int, help="CPU worker processes where no GPU is visible (RERANK_CPU_WORKERS, "
+                    "default 1; each gets the cores divided among them unless RERANK_TORCH_THREADS is set)")
+    up.add_argument("--flower-port", type=int, help="port of the Flower dashboard (RERANK_FLOWER_PORT, default 5555)")
+    up.add_argument("--no-flower", action="store_true", help="do not start Flower (same as --flower-port 0)")
+    add_jobs_parser(commands)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _build_parser().parse_args(argv)
+    if args.command == "jobs":
+        return run_jobs(args)
+    overrides = {
+        name: value
+        for name, value in (
+            ("model", args.model),
+            ("model_id", args.model_id),
+            ("host", args.host),
+            ("port", args.port),
+            ("grpc_port", args.grpc_port),
+            ("redis_url", args.redis_url),
+            ("device", args.device),
+            ("cpu_workers", args.cpu_workers),
+            ("flower_port", 0 if args.no_flower else args.flower_port),
+        )
+        if value is not None
+    }
+    if "model" in overrides and os.path.isdir(overrides["model"]):
+        overrides["model"] = os.path.abspath(overrides["model"])  # children may start elsewhere
+    try:
+        settings = Settings(**overrides)
+    except ValidationError as exc:
+        print(f"rerank-fleet: invalid settings:\n{exc}", file=sys.stderr)
+        return 2
+    configure_logging("info", settings.log_format)
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # the readiness polls
+    from api.cli.launcher import Fleet  # grpc, tritonclient and numpy: only `up` needs them
+
+    redis_url_given = args.redis_url is not None or bool(os.environ.get("RERANK_REDIS_URL"))
+    return Fleet(settings, redis_url_given=redis_url_given).run()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,125 @@
+"""KServe V2 tensors for the reranker: decode `query`/`passage` inputs, encode `index`/`logit`/`token_count`.
+
+Pure functions over the canonical protobuf messages (tritonclient's generated `service_pb2`).
+"""
+
+from __future__ import annotations
+
+import struct
+
+import numpy as np
+from tritonclient.grpc import service_pb2 as pb
+
+from shared.errors import ErrorType, RerankError
+from shared.schemas import RankResult, Truncate
+
+INPUT_NAMES = ("query", "passage")
+OUTPUT_SPECS = {"index": ("INT32", True), "logit": ("FP32", True), "token_count": ("INT32", False)}  # name: (type, [B,1])
+
+
+def _invalid(message: str) -> RerankError:
+    return RerankError(ErrorType.VALIDATION, message)
+
+
+def parse_truncate(parameters) -> Truncate:
+    """The `truncate` request parameter: none/end in any case; absent means NONE."""
+    if "truncate" not in parameters:
+        return "NONE"
+    param = parameters["truncate"]
+    if param.WhichOneof("parameter_choice") != "string_param":
+        raise _invalid("parameter 'truncate' must be a string: 'none' or 'end'")
+    value = param.string_param.upper()
+    if value not in ("NONE", "END"):
+        raise _invalid(f"parameter 'truncate' must be 'none' or 'end', not {param.string_param!r}")
+    return value  # type: ignore[return-value]
+
+
+def _split_raw_bytes(raw: bytes, name: str) -> list[bytes]:
+    """Triton's BYTES serialisation: each element is a 4-byte little-endian length, then the bytes."""
+    items, offset = [], 0
+    while offset < len(raw):
+        if offset + 4 > len(raw):
+            raise _invalid(f"input '{name}': truncated length prefix in raw_input_contents")
+        (length,) = struct.unpack_from("<I", raw, offset)
+        offset += 4
+        if offset + length > len(raw):
+            raise _invalid(f"input '{name}': element longer than the raw_input_contents that hold it")
+        items.append(raw[offset : offset + length])
+        offset += length
+    return items
+
+
+def _batch_size(tensor, name: str) -> int:
+    shape = list(tensor.shape)
+    if len(shape) == 1 or (len(shape) == 2 and shape[1] == 1):
+        if shape[0] < 1:
+            raise _invalid(f"input '{name}': batch size must be at least 1")
+        return int(shape[0])
+    raise _invalid(f"input '{name}': shape must be [B] or [B, 1], not {shape}")
+
+
+def decode_inputs(request) -> tuple[list[str], list[str]]:
+    """The request's queries and passages, checked: both present, BYTES, same batch size, valid UTF-8."""
+    by_name = {tensor.name: index for index, tensor in enumerate(request.inputs)}
+    unknown = sorted(set(by_name) - set(INPUT_NAMES))
+    if unknown:
+        raise _invalid(f"unknown input(s) {unknown}; expected 'query' and 'passage'")
+    missing = [name for name in INPUT_NAMES if name not in by_name]
+    if missing:
+        raise _invalid(f"missing input(s) {missing}; expected 'query' and 'passage'")
+    raw = list(request.raw_input_contents)
+    if raw and len(raw) != len(request.inputs):
+        raise _invalid("raw_input_contents must hold one entry per input")
+    decoded = {}
+    for name in INPUT_NAMES:
+        index = by_name[name]
+        tensor = request.inputs[index]
+        if tensor.datatype != "BYTES":
+            raise _invalid(f"input '{name}' must have datatype BYTES, not {tensor.datatype}")
+        size = _batch_size(tensor, name)
+        elements = _split_raw_bytes(raw[index], name) if raw else list(tensor.contents.bytes_contents)
+        if len(elements) != size:
+            raise _invalid(f"input '{name}': shape {list(tensor.shape)} but {len(elements)} elements")
+        try:
+            decoded[name] = [element.decode("utf-8") for element in elements]
+        except UnicodeDecodeError:
+            raise _invalid(f"input '{name}' is not valid UTF-8") from None
+    queries, passages = decoded["query"], decoded["passage"]
+    if len(queries) != len(passages):
+        raise _invalid(f"inputs 'query' ({len(queries)}) and 'passage' ({len(passages)}) differ in batch size")
+    if any(query != queries[0] for query in queries):
+        raise _invalid("every element of 'query' must be the same query (one query ranks B passages)")
+    if not queries[0]:
+        raise _invalid("the query must not be empty")
+    return queries, passages
+
+
+def encode_outputs(result: RankResult, requested: list[str]) -> tuple[list, list[bytes]]:
+    """Output tensors and their raw contents: `index`/`logit` best first, `token_count` in input order."""
+    unknown = [name for name in requested if name not in OUTPUT_SPECS]
+    if unknown:
+        raise _invalid(f"unknown output(s) {unknown}; available: {list(OUTPUT_SPECS)}")
+    order = sorted(range(len(result.logits)), key=lambda i: (-result.logits[i], i))
+    arrays = {
+        "index": np.asarray(order, dtype="<i4"),
+        "logit": np.asarray([result.logits[i] for i in order], dtype="<f4"),
+        "token_count": np.asarray(result.token_counts, dtype="<i4"),
+    }
+    tensors, contents = [], []
+    for name in requested or list(OUTPUT_SPECS):
+        datatype, column = OUTPUT_SPECS[name]
+        shape = [len(order), 1] if column else [len(order)]
+        tensors.append(pb.ModelInferResponse.InferOutputTensor(name=name, datatype=datatype, shape=shape))
+        contents.append(arrays[name].tobytes())
+    return tensors, contents
+
+
+def tensor_metadata() -> tuple[list, list]:
+    """ModelMetadata's inputs and outputs."""
+    meta = pb.ModelMetadataResponse.TensorMetadata
+    inputs = [meta(name=name, datatype="BYTES", shape=[-1, 1]) for name in INPUT_NAMES]
+    outputs = [
+        meta(name=name, datatype=datatype, shape=[-1, 1] if column else [-1])
+        for name, (datatype, column) in OUTPUT_SPECS.items()
+    ]
+    return inputs, outputs

@@ -1,0 +1,67 @@
+"""The gRPC server of the API process: KServe V2 inference service and grpc.health.v1, on grpc.aio.
+
+It runs on the HTTP app's event loop and shares its ranking service (see api/app.py), so a waiting call
+costs a coroutine, not a thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from tritonclient.grpc import service_pb2_grpc
+
+from api.grpc.servicer import InferenceServicer
+from api.ranking.service import RankingService
+from shared.errors import RerankError
+from shared.settings import Settings
+
+log = logging.getLogger(__name__)
+
+INFERENCE_SERVICE = "inference.GRPCInferenceService"
+HEALTH_REFRESH_SECONDS = 2.0
+
+
+class GrpcServer:
+    """Start, keep health up to date, stop."""
+
+    def __init__(self, settings: Settings, service: RankingService) -> None:
+        self._settings = settings
+        self._service = service
+        self._server = grpc.aio.server(options=[("grpc.max_receive_message_length", settings.max_body_bytes)])
+        service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(InferenceServicer(settings, service), self._server)
+        self._health = health.aio.HealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(self._health, self._server)
+        self._health_task: asyncio.Task | None = None
+        self.port: int | None = None
+
+    async def start(self) -> None:
+        address = f"{self._settings.host}:{self._settings.grpc_port}"
+        self.port = self._server.add_insecure_port(address)
+        if not self.port:
+            raise RuntimeError(f"cannot listen for gRPC on {address}")
+        await self._server.start()
+        self._health_task = asyncio.create_task(self._refresh_health(), name="grpc-health")
+        log.info("gRPC (KServe V2) listening on %s", address)
+
+    async def stop(self, grace: float = 5.0) -> None:
+        if self._health_task is not None:
+            self._health_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._health_task
+        await self._server.stop(grace)
+
+    async def _refresh_health(self) -> None:
+        serving, not_serving = health_pb2.HealthCheckResponse.SERVING, health_pb2.HealthCheckResponse.NOT_SERVING
+        while True:
+            try:
+                await self._service.check_ready()
+                status = serving
+            except RerankError:
+                status = not_serving
+            for name in ("", INFERENCE_SERVICE):
+                await self._health.set(name, status)
+            await asyncio.sleep(HEALTH_REFRESH_SECONDS)

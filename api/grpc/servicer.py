@@ -1,0 +1,127 @@
+"""`inference.GRPCInferenceService` (KServe V2 / Triton) over the ranking service: it only translates."""
+
+from __future__ import annotations
+
+import functools
+import logging
+from typing import Awaitable, Callable
+
+import grpc
+from tritonclient.grpc import service_pb2 as pb
+from tritonclient.grpc import service_pb2_grpc
+
+from api.grpc import protocol
+from api.grpc.errors import GRPC_STATUS, abort
+from api.ranking.api_keys import key_matches
+from api.ranking.metrics import observed_request
+from api.ranking.model_names import grpc_model_name
+from api.ranking.service import RankingService
+from shared.errors import ErrorType, RerankError
+from shared.settings import Settings
+
+log = logging.getLogger(__name__)
+
+SERVER_NAME = "rerank-fleet"
+SERVER_VERSION = "0.1.0"
+
+
+def translated(authenticate: bool) -> Callable:
+    """Wrap an RPC: check the API key if asked, and turn RerankError (or a bug) into a gRPC status."""
+
+    def decorate(method: Callable[..., Awaitable]) -> Callable[..., Awaitable]:
+        @functools.wraps(method)
+        async def rpc(self: "InferenceServicer", request, context: grpc.aio.ServicerContext):
+            with observed_request("grpc", route=method.__name__, status="OK") as call:
+                try:
+                    if authenticate:
+                        self.authenticate(context)
+                    return await method(self, request, context)
+                except RerankError as error:
+                    call.status = GRPC_STATUS[error.type].name
+                    await abort(context, error)
+                except grpc.aio.AbortError:
+                    raise
+                except Exception:
+                    log.exception("%s failed", method.__name__)
+                    call.status = grpc.StatusCode.INTERNAL.name
+                    await abort(context, RerankError(ErrorType.INTERNAL, "internal error"))
+
+        return rpc
+
+    return decorate
+
+
+class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
+    """The RPCs a Triton client calls; unimplemented ones answer UNIMPLEMENTED (the generated default)."""
+
+    def __init__(self, settings: Settings, service: RankingService) -> None:
+        self._settings = settings
+        self._service = service
+
+    def authenticate(self, context: grpc.aio.ServicerContext) -> None:
+        api_key = self._settings.api_key
+        if api_key is None:
+            return
+        metadata = dict(context.invocation_metadata() or ())
+        if not key_matches(metadata.get("authorization"), api_key.get_secret_value()):
+            raise RerankError(ErrorType.AUTHENTICATION, "missing or invalid API key: send metadata authorization: Bearer <key>")
+
+    async def resolve_model(self, grpc_name: str) -> str:
+        """The served model id whose gRPC name is `grpc_name`; NOT_FOUND otherwise."""
+        for model_id in await self._service.served_models():
+            if grpc_model_name(model_id) == grpc_name or model_id == grpc_name:
+                return model_id
+        raise RerankError(ErrorType.NOT_FOUND, f"model {grpc_name!r} is not served here")
+
+    @translated(authenticate=False)
+    async def ServerLive(self, request, context):
+        return pb.ServerLiveResponse(live=True)
+
+    @translated(authenticate=False)
+    async def ServerReady(self, request, context):
+        try:
+            await self._service.check_ready()
+        except RerankError:
+            return pb.ServerReadyResponse(ready=False)
+        return pb.ServerReadyResponse(ready=True)
+
+    @translated(authenticate=False)
+    async def ModelReady(self, request, context):
+        try:
+            await self._service.check_ready(await self.resolve_model(request.name))
+        except RerankError as error:
+            if error.type is ErrorType.NOT_FOUND:
+                raise
+            return pb.ModelReadyResponse(ready=False)
+        return pb.ModelReadyResponse(ready=True)
+
+    @translated(authenticate=True)
+    async def ServerMetadata(self, request, context):
+        return pb.ServerMetadataResponse(name=SERVER_NAME, version=SERVER_VERSION, extensions=[])
+
+    @translated(authenticate=True)
+    async def ModelMetadata(self, request, context):
+        model_id = await self.resolve_model(request.name)
+        inputs, outputs = protocol.tensor_metadata()
+        return pb.ModelMetadataResponse(
+            name=grpc_model_name(model_id), versions=["1"], platform=SERVER_NAME, inputs=inputs, outputs=outputs
+        )
+
+    @translated(authenticate=True)
+    async def ModelInfer(self, request, context):
+        model_id = await self.resolve_model(request.model_name)
+        truncate = protocol.parse_truncate(request.parameters)
+        queries, passages = protocol.decode_inputs(request)
+        remaining = context.time_remaining()
+        result = await self._service.score(
+            model=model_id, query=queries[0], passages=passages, truncate=truncate, request_id=request.id or None,
+            timeout=remaining if remaining is not None and remaining > 0 else None,
+        )  # fmt: skip
+        tensors, contents = protocol.encode_outputs(result, [output.name for output in request.outputs])
+        return pb.ModelInferResponse(
+            model_name=request.model_name,
+            model_version=request.model_version or "1",
+            id=request.id,
+            outputs=tensors,
+            raw_output_contents=contents,
+        )

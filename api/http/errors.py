@@ -1,0 +1,74 @@
+"""The error taxonomy mapped to HTTP: one envelope, one status per error type, declared in OpenAPI."""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from api.ranking.metrics import count_error
+from api.ranking.schema_errors import describe_validation_errors
+from shared.errors import ErrorType, RerankError
+from shared.schemas import ErrorBody, ErrorEnvelope
+
+log = logging.getLogger(__name__)
+
+HTTP_STATUS: dict[ErrorType, int] = {
+    ErrorType.INVALID_BODY: 422,
+    ErrorType.VALIDATION: 400,
+    ErrorType.AUTHENTICATION: 401,
+    ErrorType.NOT_FOUND: 404,
+    ErrorType.TOO_LARGE: 413,
+    ErrorType.CONFLICT: 409,
+    ErrorType.OVERLOADED: 429,
+    ErrorType.UNAVAILABLE: 503,
+    ErrorType.TIMEOUT: 504,
+    ErrorType.INTERNAL: 500,
+}
+
+_STATUS_TYPE = {404: ErrorType.NOT_FOUND, 401: ErrorType.AUTHENTICATION, 413: ErrorType.TOO_LARGE}
+
+ERROR_RESPONSES = {
+    status: {"model": ErrorEnvelope, "description": type_.value}
+    for type_, status in HTTP_STATUS.items()
+    if type_ is not ErrorType.INVALID_BODY
+}
+ERROR_RESPONSES[422] = {"model": ErrorEnvelope, "description": ErrorType.INVALID_BODY.value}
+
+
+def error_response(error: RerankError, status: int | None = None) -> JSONResponse:
+    """The envelope for one error, with Retry-After where the client should come back later."""
+    status = status or HTTP_STATUS[error.type]
+    count_error("http", error.type.value)
+    body = ErrorEnvelope(error=ErrorBody(message=error.message, type=error.type.value, code=status))
+    headers = {}
+    if error.retry_after is not None:
+        headers["Retry-After"] = str(error.retry_after)
+    if error.type is ErrorType.AUTHENTICATION:
+        headers["WWW-Authenticate"] = "Bearer"
+    return JSONResponse(body.model_dump(), status_code=status, headers=headers)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Every error leaves the API as the one envelope; no exception text reaches a client."""
+
+    @app.exception_handler(RerankError)
+    async def _rerank_error(_: Request, exc: RerankError) -> JSONResponse:
+        return error_response(exc)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
+        return error_response(RerankError(ErrorType.INVALID_BODY, describe_validation_errors(exc.errors())))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        type_ = _STATUS_TYPE.get(exc.status_code, ErrorType.INVALID_BODY)
+        return error_response(RerankError(type_, str(exc.detail)), exc.status_code)
+
+    @app.exception_handler(Exception)
+    async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error")
+        return error_response(RerankError(ErrorType.INTERNAL, "internal error"))

@@ -1,0 +1,47 @@
+"""What probes, clients and scrapers read: liveness, readiness (Redis and a worker), the served models, metrics."""
+
+from __future__ import annotations
+
+import time
+
+from fastapi import APIRouter, Depends, Request, Response
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+from api.http.dependencies import fleet_reader, ranking_service
+from api.http.errors import ERROR_RESPONSES
+from api.http.middleware.auth import require_api_key
+from api.ranking.fleet_metrics import FleetReader, exposition
+from api.ranking.service import RankingService
+from shared.schemas import ModelCard, ModelList
+
+router = APIRouter()
+
+_STARTED = int(time.time())
+
+
+@router.get("/v1/health/live", tags=["health"], responses={503: ERROR_RESPONSES[503]})
+async def live() -> dict:
+    """200 while the API process serves."""
+    return {"status": "live"}
+
+
+@router.get("/v1/health/ready", tags=["health"], responses={503: ERROR_RESPONSES[503]})
+async def ready(request: Request, service: RankingService = Depends(ranking_service)) -> dict:
+    """200 when Redis answers and at least one worker serves the configured model; 503 with the reason."""
+    workers = await service.check_ready()
+    return {"status": "ready", "model": request.app.state.settings.served_model_id, "workers": workers}
+
+
+@router.get("/v1/models", response_model=ModelList, tags=["models"], responses=ERROR_RESPONSES,
+            dependencies=[Depends(require_api_key)])  # fmt: skip
+async def list_models(service: RankingService = Depends(ranking_service)) -> ModelList:
+    """The models this fleet serves."""
+    return ModelList(
+        data=[ModelCard(id=m, created=_STARTED, owned_by="rerank-fleet", root=m) for m in await service.served_models()]
+    )
+
+
+@router.get("/metrics", include_in_schema=False, dependencies=[Depends(require_api_key)])
+async def metrics(reader: FleetReader = Depends(fleet_reader)) -> Response:
+    """Prometheus text exposition: the API's own metrics and the fleet's, read from Redis now."""
+    return Response(exposition(await reader.read()), media_type=CONTENT_TYPE_LATEST)

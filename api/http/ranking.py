@@ -1,0 +1,27 @@
+"""The NIM's ranking route, POST /v1/ranking. The router only translates; the service works."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends, Request
+
+from api.http.dependencies import ranking_service
+from api.http.errors import ERROR_RESPONSES
+from api.http.middleware.auth import require_api_key
+from api.http.middleware.disconnect import unless_disconnected
+from api.ranking.service import RankingService
+from shared.schemas import RankingRequest, RankingResponse, build_ranking_response
+
+router = APIRouter(dependencies=[Depends(require_api_key)], responses=ERROR_RESPONSES)
+
+
+@router.post("/v1/ranking", response_model=RankingResponse, tags=["ranking"])
+async def rank(body: RankingRequest, request: Request, service: RankingService = Depends(ranking_service)) -> RankingResponse:
+    """Rank passages by relevance to the query (NVIDIA NIM contract)."""
+    result = await unless_disconnected(request, service.score(
+        model=body.model,
+        query=body.query.text,
+        passages=[p.text for p in body.passages],
+        truncate=body.truncate,
+        request_id=request.state.request_id,
+    ))
+    return build_ranking_response(result, body.limit)

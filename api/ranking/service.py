@@ -1,0 +1,207 @@
+"""The ranking service: check a request, enqueue it for a worker of its model, wait for the scores.
+
+Routes of every transport and dialect translate their bodies into a call of `RankingService.score`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import time
+import uuid
+
+from celery import Celery
+from kombu.exceptions import OperationalError
+from redis.exceptions import RedisError
+
+from api.ranking.admission import Admission
+from api.ranking.input_limits import check_request
+from api.ranking.metrics import note_model
+from api.ranking.model_names import match_served_model
+from api.ranking.result_waiter import ResultWaiter
+from api.ranking.task_watch import TaskWatch
+from api.ranking.worker_registry import WorkerRegistry
+from shared.celery_app import RANK_TASK, interactive_queue
+from shared.errors import ErrorType, RerankError
+from shared.schemas import RankResult, RankTask, Truncate
+from shared.settings import Settings
+
+log = logging.getLogger(__name__)
+
+RETRY_AFTER_SECONDS = 5
+MIN_RETRY_SECONDS = 1.0  # a task whose worker died is sent again only with at least this much time left
+
+
+class _WorkerLost(Exception):
+    """The worker that took a task stopped sending heartbeats before answering."""
+
+
+class RankingService:
+    """Sends ranking work to the workers through Redis and returns their results."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        celery: Celery,
+        waiter: ResultWaiter,
+        registry: WorkerRegistry,
+        *,
+        admission: Admission,
+        watch: TaskWatch,
+    ) -> None:
+        self._settings = settings
+        self._celery = celery
+        self._waiter = waiter
+        self._registry = registry
+        self._admission = admission
+        self._watch = watch
+
+    async def score(
+        self,
+        *,
+        model: str,
+        query: str,
+        passages: list[str],
+        truncate: Truncate,
+        request_id: str | None = None,
+        timeout: float | None = None,
+        max_passage_tokens: int | None = None,
+    ) -> RankResult:
+        """Logits and token counts for every passage, in input order.
+
+        `timeout` (a client's deadline) can shorten the wait, never lengthen it past RERANK_REQUEST_TIMEOUT.
+        `max_passage_tokens` cuts every passage to that many tokens before truncation (Cohere dialect).
+        """
+        timeout = min(timeout, self._settings.request_timeout) if timeout else self._settings.request_timeout
+        check_request(self._settings, query, passages)
+        deadline = time.time() + timeout
+        task = RankTask(
+            request_id=request_id or uuid.uuid4().hex,
+            model_id=model,
+            query=query,
+            passages=passages,
+            truncate=truncate,
+            max_passage_tokens=max_passage_tokens,
+            deadline=deadline,
+        )
+        try:
+            await self._require_worker(model)
+            note_model(model)
+            async with self._admission.slot(model, uuid.uuid4().hex, deadline):
+                meta = await self._run(task)
+        except (RedisError, OSError, OperationalError) as exc:
+            log.warning("broker unavailable: %s", exc)
+            raise RerankError(
+                ErrorType.UNAVAILABLE, "the message broker (Redis) is unreachable", retry_after=RETRY_AFTER_SECONDS
+            ) from None
+        if meta is None:
+            raise RerankError(ErrorType.TIMEOUT, f"no worker answered within {timeout:g} seconds")
+        return _unpack(meta)
+
+    async def _run(self, task: RankTask) -> dict | None:
+        """Send the task and wait for its result record (None at the deadline).
+
+        If the worker scoring it dies, the task is sent once more while enough time is left, else
+        UNAVAILABLE; if the caller is cancelled (its client left) or the deadline passes, workers are
+        told to skip the task.
+        """
+        resent = False
+        while True:
+            task_id = uuid.uuid4().hex
+            try:
+                async with self._waiter.expect(task_id) as pending:
+                    await asyncio.to_thread(self._send, task_id, task)
+                    meta = await pending.get(task.deadline - time.time(), functools.partial(self._check, task_id, task))
+                if meta is None:  # its deadline passed: a worker that has it still should not score it
+                    await self._watch.cancel(task_id, 0)
+                return meta
+            except _WorkerLost as lost:
+                left = task.deadline - time.time()
+                if resent or left < MIN_RETRY_SECONDS or not await self._registry.live_workers(task.model_id):
+                    raise RerankError(
+                        ErrorType.UNAVAILABLE,
+                        "the worker scoring this request stopped before answering",
+                        retry_after=RETRY_AFTER_SECONDS,
+                    ) from None
+                log.warning("worker %s died scoring task %s; sending it again (%.1fs left)", lost, task_id, left)
+                resent = True
+            except asyncio.CancelledError:
+                await self._watch.cancel(task_id, task.deadline - time.time())
+                raise
+
+    async def _check(self, task_id: str, task: RankTask) -> None:
+        lost = await self._watch.lost_worker(task_id, task.model_id)
+        if lost is not None:
+            raise _WorkerLost(lost)
+
+    async def check_ready(self, model: str | None = None) -> int:
+        """How many live workers serve `model` (default: the configured one); UNAVAILABLE with the reason if none."""
+        model = model or self._settings.served_model_id
+        try:
+            await self._registry.ping()
+            workers = await self._registry.live_workers(model)
+        except (RedisError, OSError):
+            raise RerankError(ErrorType.UNAVAILABLE, "Redis is unreachable", retry_after=RETRY_AFTER_SECONDS) from None
+        if not workers:
+            raise RerankError(
+                ErrorType.UNAVAILABLE, f"no worker is serving model {model!r}", retry_after=RETRY_AFTER_SECONDS
+            )
+        return len(workers)
+
+    async def served_models(self) -> list[str]:
+        """The configured model and every model a live worker announces."""
+        try:
+            models = set(await self._registry.served_models())
+        except (RedisError, OSError):
+            raise RerankError(ErrorType.UNAVAILABLE, "Redis is unreachable", retry_after=RETRY_AFTER_SECONDS) from None
+        models.add(self._settings.served_model_id)
+        return sorted(models)
+
+    async def resolve_model(self, name: str | None) -> str:
+        """The served id a client means by `name` (default: the configured model).
+
+        An exact id wins; else the one served id that matches once `_` and `.` are read alike (LiteLLM
+        writes `llama-3_2-...` for `llama-3.2-...`). Anything else comes back unchanged, so that scoring
+        reports it as an unknown model.
+        """
+        if not name:
+            return self._settings.served_model_id
+        if name == self._settings.served_model_id:
+            return name
+        return match_served_model(name, await self.served_models()) or name
+
+    async def _require_worker(self, model: str) -> None:
+        if await self._registry.live_workers(model):
+            return
+        if model != self._settings.served_model_id:
+            raise RerankError(ErrorType.NOT_FOUND, f"model {model!r} is not served here; GET /v1/models lists the models")
+        raise RerankError(
+            ErrorType.UNAVAILABLE, f"no worker is serving model {model!r} right now", retry_after=RETRY_AFTER_SECONDS
+        )
+
+    def _send(self, task_id: str, task: RankTask) -> None:
+        self._celery.send_task(
+            RANK_TASK,
+            args=[task.model_dump()],
+            task_id=task_id,
+            queue=interactive_queue(task.model_id),
+            expires=max(task.deadline - time.time(), 0.001),  # a worker drops it once the client has given up
+            # what Flower and worker logs show of the arguments: never the query or passages
+            argsrepr=f"[model={task.model_id!r} passages={len(task.passages)} truncate={task.truncate}]",
+            kwargsrepr="{}",
+            retry=False,
+        )
+
+
+def _unpack(meta: dict) -> RankResult:
+    """A worker's Celery result record → its scores, or the error it reported."""
+    if meta.get("status") == "REVOKED":  # Celery dropped it unstarted: its deadline (`expires`) had passed
+        raise RerankError(ErrorType.TIMEOUT, "the request's deadline passed before a worker took it")
+    result = meta.get("result") if meta.get("status") == "SUCCESS" else None
+    if isinstance(result, dict) and "ok" in result:
+        return RankResult.model_validate(result["ok"])
+    if isinstance(result, dict) and "error" in result:
+        raise RerankError.from_dict(result["error"])
+    log.error("task ended with status %s", meta.get("status"))
+    raise RerankError(ErrorType.INTERNAL, "the worker failed to score the request")

@@ -1,0 +1,1 @@
+"""Benchmarks (`python -m ops.bench.<name>`), their shared workloads and report, and their results (`results/`)."""

@@ -1,0 +1,161 @@
+"""The one command a user runs: `rerank-fleet up` (API, workers and Flower), and a worker's start-up when its
+model is missing."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import httpx
+import numpy as np
+import tritonclient.grpc
+
+from api.cli.embedded_redis import free_port
+from tests.processes import REPO_ROOT, child_env
+
+
+FLOWER_AUTH = ("fleet-admin", "fleet-test-password")
+
+
+def _start_up(tmp_path, *options: str, env: dict[str, str] | None = None) -> tuple[subprocess.Popen, str]:
+    """`rerank-fleet up OPTIONS` in the background; returns once it printed that it is ready, with its output."""
+    log_path = tmp_path / "up.log"
+    with open(log_path, "wb") as log:
+        up = subprocess.Popen([sys.executable, "-m", "api.cli", "up", *options], env=env or child_env(), stdout=log,
+                              stderr=subprocess.STDOUT, cwd=REPO_ROOT)  # fmt: skip
+    deadline = time.monotonic() + 120
+    while "is ready" not in log_path.read_text(errors="replace"):
+        if up.poll() is not None or time.monotonic() > deadline:
+            up.kill()
+            raise AssertionError(f"rerank-fleet up did not become ready:\n{log_path.read_text(errors='replace')}")
+        time.sleep(0.2)
+    return up, log_path.read_text(errors="replace")
+
+
+def test_up_serves_ranking_and_stops_everything_on_sigterm(bert_model_dir, tmp_path):
+    port, grpc_port, flower_port = free_port(), free_port(), free_port()
+    env = child_env(flower_basic_auth=":".join(FLOWER_AUTH))
+    up, output = _start_up(tmp_path, "--model", bert_model_dir, "--model-id", "fleet-test", "--port", str(port),
+                           "--grpc-port", str(grpc_port), "--flower-port", str(flower_port), env=env)  # fmt: skip
+    try:
+        assert f"http://127.0.0.1:{port}/v1/ranking" in output
+        response = httpx.post(
+            f"http://127.0.0.1:{port}/v1/ranking",
+            json={"model": "fleet-test", "query": {"text": "q"}, "passages": [{"text": "a"}, {"text": "b"}]},
+            timeout=30,
+        )
+        assert response.status_code == 200
+        assert len(response.json()["rankings"]) == 2
+        assert f"127.0.0.1:{grpc_port}" in output and "'fleet_test'" in output
+        client = tritonclient.grpc.InferenceServerClient(f"127.0.0.1:{grpc_port}")
+        query, passage = (tritonclient.grpc.InferInput(name, [2], "BYTES") for name in ("query", "passage"))
+        query.set_data_from_numpy(np.array(["q", "q"], dtype=object))
+        passage.set_data_from_numpy(np.array(["a", "b"], dtype=object))
+        result = client.infer("fleet_test", [query, passage], parameters={"truncate": "none"})
+        assert sorted(result.as_numpy("index")[:, 0].tolist()) == [0, 1]
+        flower = f"http://127.0.0.1:{flower_port}"
+        assert f"Flower  {flower}/" in output
+        assert _poll(lambda: _status(f"{flower}/api/workers")) == 401  # it asks for the configured credentials
+        workers = _poll(lambda: httpx.get(f"{flower}/api/workers?refresh=1", auth=FLOWER_AUTH, timeout=30).json())
+        assert [name for name in workers if name.startswith("rerank-fleet-test-cpu-")], workers
+        children = _children(up.pid)
+        assert len(children) >= 4  # redis, a worker, the API, Flower
+        up.send_signal(signal.SIGTERM)
+        assert up.wait(timeout=60) == 0
+        for pid in children:
+            assert not _alive(pid), f"child {pid} outlived rerank-fleet up"
+    finally:
+        if up.poll() is None:
+            up.kill()
+
+
+def test_no_flower_starts_no_flower(bert_model_dir, tmp_path):
+    up, output = _start_up(tmp_path, "--model", bert_model_dir, "--model-id", "no-flower-test", "--port",
+                           str(free_port()), "--grpc-port", "0", "--no-flower")  # fmt: skip
+    try:
+        commands = [_command(pid) for pid in _children(up.pid)]
+        assert len(commands) >= 3, commands  # redis, a worker, the API
+        assert not [command for command in commands if "flower" in command], commands
+        assert "Flower" not in output
+        up.send_signal(signal.SIGTERM)
+        assert up.wait(timeout=60) == 0
+    finally:
+        if up.poll() is None:
+            up.kill()
+
+
+def test_cpu_workers_share_the_cores(bert_model_dir, tmp_path):
+    port = free_port()
+    up, _ = _start_up(tmp_path, "--model", bert_model_dir, "--model-id", "two-cpu-test", "--port", str(port),
+                      "--grpc-port", "0", "--no-flower", "--cpu-workers", "2")  # fmt: skip
+    try:
+        workers = [pid for pid in _children(up.pid) if _command(pid).endswith("-m worker")]
+        assert len(workers) == 2
+        threads = {_environ(pid).get("RERANK_TORCH_THREADS") for pid in workers}
+        assert threads == {str(max(1, (os.cpu_count() or 1) // 2))}
+        ready = _poll(lambda: httpx.get(f"http://127.0.0.1:{port}/v1/health/ready", timeout=10).json()["workers"] == 2)
+        assert ready
+        body = {"model": "two-cpu-test", "query": {"text": "q"}, "passages": [{"text": "a"}, {"text": "b"}]}
+        assert httpx.post(f"http://127.0.0.1:{port}/v1/ranking", json=body, timeout=30).status_code == 200
+        up.send_signal(signal.SIGTERM)
+        assert up.wait(timeout=60) == 0
+    finally:
+        if up.poll() is None:
+            up.kill()
+
+
+def test_a_worker_whose_model_cannot_be_had_fails_at_once_with_a_hint(tmp_path):
+    env = child_env(model="acme/not-cached-reranker", redis_url="redis://127.0.0.1:1/0")
+    env.pop("HF_HUB_OFFLINE")
+    env["HF_HOME"] = str(tmp_path / "empty-cache")
+    env["HF_ENDPOINT"] = f"http://127.0.0.1:{free_port()}"  # nothing listens: like a machine without network
+    started = time.monotonic()
+    result = subprocess.run(
+        [sys.executable, "-m", "worker"], env=env, capture_output=True, text=True, timeout=120, cwd=REPO_ROOT
+    )
+    assert result.returncode == 2
+    assert time.monotonic() - started < 30
+    assert "acme/not-cached-reranker" in result.stderr
+    assert "RERANK_MODEL=DIR" in result.stderr and "--model DIR" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def _children(pid: int) -> list[int]:
+    out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(pid)], capture_output=True, text=True).stdout
+    return [int(line) for line in out.split()]
+
+
+def _command(pid: int) -> str:
+    return subprocess.run(["ps", "-o", "args=", "-p", str(pid)], capture_output=True, text=True).stdout.strip()
+
+
+def _environ(pid: int) -> dict[str, str]:
+    with open(f"/proc/{pid}/environ", "rb") as environ:
+        pairs = [entry.split(b"=", 1) for entry in environ.read().split(b"\0") if b"=" in entry]
+    return {key.decode(): value.decode(errors="replace") for key, value in pairs}
+
+
+def _status(url: str) -> int | None:
+    try:
+        return httpx.get(url, timeout=10).status_code
+    except httpx.HTTPError:
+        return None
+
+
+def _poll(fetch, timeout: float = 30):
+    """fetch() until it returns something non-empty (or the time is up)."""
+    deadline = time.monotonic() + timeout
+    while not (result := fetch()) and time.monotonic() < deadline:
+        time.sleep(0.3)
+    return result
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
