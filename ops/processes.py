@@ -42,22 +42,23 @@ class Proc:
                 self.process.wait()
 
 
-def child_env(**rerank_settings) -> dict[str, str]:
-    """This environment plus RERANK_* settings, with offline hubs and fast heartbeats."""
+def child_env(repo: Path = REPO_ROOT, **rerank_settings) -> dict[str, str]:
+    """This environment plus RERANK_* settings, with offline hubs and fast heartbeats, running the code of
+    `repo` (this checkout unless a benchmark compares another one)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("RERANK_")}
     env.update(HF_HUB_OFFLINE="1", PYTHONUNBUFFERED="1")
     env.setdefault("TOKENIZERS_PARALLELISM", "false")  # small test machines; a benchmark may turn it on
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(repo), env.get("PYTHONPATH")]))
     env.setdefault("RERANK_HEARTBEAT_INTERVAL", "0.5")
     for name, value in rerank_settings.items():
         env[f"RERANK_{name.upper()}"] = str(value)
     return env
 
 
-def _spawn(name: str, argv: list[str], env: dict, log_dir: Path) -> Proc:
+def _spawn(name: str, argv: list[str], env: dict, log_dir: Path, repo: Path = REPO_ROOT) -> Proc:
     log_path = log_dir / f"{name}-{time.monotonic_ns()}.log"
     handle = open(log_path, "wb")
-    process = subprocess.Popen(argv, env=env, stdout=handle, stderr=subprocess.STDOUT, cwd=REPO_ROOT)
+    process = subprocess.Popen(argv, env=env, stdout=handle, stderr=subprocess.STDOUT, cwd=repo)
     handle.close()
     return Proc(name, process, log_path)
 
@@ -88,11 +89,12 @@ def peak_rss_mb(pid: int) -> float:
 
 
 def start_worker(
-    log_dir: Path, *, redis_url: str, model: str, model_id: str, timeout: float = 120, device: str = "cpu", **settings
+    log_dir: Path, *, redis_url: str, model: str, model_id: str, timeout: float = 120, device: str = "cpu",
+    repo: Path = REPO_ROOT, **settings,
 ) -> Proc:
     """A worker process (on the CPU unless `device` says otherwise); returns once it has announced itself."""
-    env = child_env(redis_url=redis_url, model=model, model_id=model_id, device=device, **settings)
-    proc = _spawn("worker", [sys.executable, "-m", "worker"], env, log_dir)
+    env = child_env(repo, redis_url=redis_url, model=model, model_id=model_id, device=device, **settings)
+    proc = _spawn("worker", [sys.executable, "-m", "worker"], env, log_dir, repo)
     client = redis.Redis.from_url(redis_url)
     deadline = time.monotonic() + timeout
     known = set(client.zrange(model_workers_key(model_id), 0, -1))
@@ -108,14 +110,14 @@ def start_worker(
     raise RuntimeError(f"worker did not register within {timeout}s:\n{proc.log()[-3000:]}")
 
 
-def start_api(log_dir: Path, *, redis_url: str, timeout: float = 60, **settings) -> Proc:
+def start_api(log_dir: Path, *, redis_url: str, timeout: float = 60, repo: Path = REPO_ROOT, **settings) -> Proc:
     """A uvicorn process serving the API (HTTP and gRPC); returns once /v1/health/live answers."""
     port = free_port()
     settings.setdefault("grpc_port", free_port())
-    env = child_env(redis_url=redis_url, **settings)
+    env = child_env(repo, redis_url=redis_url, **settings)
     argv = [sys.executable, "-m", "uvicorn", "api.app:create_app", "--factory", "--host", "127.0.0.1",
             "--port", str(port), "--log-level", "warning"]  # fmt: skip
-    proc = _spawn("api", argv, env, log_dir)
+    proc = _spawn("api", argv, env, log_dir, repo)
     proc.extra["url"] = f"http://127.0.0.1:{port}"
     proc.extra["grpc"] = f"127.0.0.1:{settings['grpc_port']}"
     return _when_answering(proc, "API", proc.extra["url"] + "/v1/health/live", timeout)

@@ -31,8 +31,11 @@ class RerankError(Exception):
         self.retry_after = retry_after
 
     def to_dict(self) -> dict[str, Any]:
-        """The JSON form a worker returns as its task result."""
-        return {"type": self.type.value, "message": self.message}
+        """The JSON form a worker returns as its task result (with `retry_after` when it says when to retry)."""
+        data: dict[str, Any] = {"type": self.type.value, "message": self.message}
+        if self.retry_after is not None:
+            data["retry_after"] = self.retry_after
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "RerankError":
@@ -41,7 +44,9 @@ class RerankError(Exception):
             type_ = ErrorType(data.get("type"))
         except ValueError:
             type_ = ErrorType.INTERNAL
-        return cls(type_, str(data.get("message") or "internal error"))
+        retry_after = data.get("retry_after")
+        return cls(type_, str(data.get("message") or "internal error"),
+                   retry_after=retry_after if isinstance(retry_after, int) else None)  # fmt: skip
 
     def __repr__(self) -> str:
         return f"RerankError({self.type.value!r}, {self.message!r})"

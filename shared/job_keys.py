@@ -7,7 +7,7 @@
 - `rerank:job:{id}:results` hash: request index -> its NDJSON result line.
 - `rerank:job:{id}:ids` list: each request's custom_id (JSON), in submission order.
 - `rerank:job:{id}:leases` hash: chunk number -> unix time it was last queued, started, or seen running;
-  a chunk whose lease is older than RERANK_JOB_VISIBILITY_TIMEOUT is queued again (worker/job_sweeper.py).
+  a chunk whose lease is older than RERANK_JOB_VISIBILITY_TIMEOUT is queued again (worker/tasks/job_sweeper.py).
 - `rerank:jobs` sorted set: job ids by creation time, for listing.
 - `rerank:job-key:<Idempotency-Key>` string: the job id submitted with that key.
 Every job key expires RERANK_JOB_TTL seconds after submission, and again after the job finishes.

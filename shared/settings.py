@@ -43,7 +43,7 @@ class Settings(BaseSettings):
     packed_forward: Literal["auto", "on", "off"] = Field(
         "auto",
         description="Run BERT, RoBERTa and XLM-R models over packed tokens, so padding costs only attention "
-        "(worker/packed_forward.py): `auto` on a CPU, where it was measured (ops/BENCHMARKS.md); `on` on any "
+        "(worker/model/packed_forward.py): `auto` on a CPU, where it was measured (ops/BENCHMARKS.md); `on` on any "
         "device; `off` for transformers' padded forward. Other architectures always take the padded forward.",
     )
     torch_threads: int | None = Field(

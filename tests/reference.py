@@ -27,3 +27,8 @@ class Reference:
             for passage in passages:
                 out.append(float(self.model(**self.encode(query, passage)).logits[0, 0]))
         return out
+
+
+def token_rows(pairs) -> list[list[int]]:
+    """Each pair's token ids of a request's EncodedPairs, as lists (for comparing with transformers' encodings)."""
+    return [pairs.pair(i)[0].tolist() for i in range(len(pairs))]

@@ -1,7 +1,11 @@
-"""Worker process entrypoint (`python -m worker`): load the model, then consume its queue with Celery.
+"""Worker entrypoint (`python -m worker`): start the engine process, then consume the model's queues with Celery.
 
-The model is loaded before Celery starts, in this process (no fork follows, so CUDA is initialised
-only here); a model that cannot be loaded ends the process at once with one readable line.
+This is the worker's Celery process. It imports no torch: the engine process it starts
+(`python -m worker.engine`, worker/engine/) loads the model, so CUDA is initialised only there, after no
+fork. Once the engine has loaded the model this process takes the tokenizer from it, announces itself and
+consumes; task threads tokenize and hand compact arrays to the engine. While the engine is down (it is
+started again by worker/engine/client.py), the worker withdraws its registration and stops consuming, so
+requests go to other workers. A model that cannot be loaded ends the process at once with one line.
 """
 
 from __future__ import annotations
@@ -10,122 +14,141 @@ import logging
 import os
 import re
 import sys
-import time
 
 import redis
-import torch
 from celery import signals
+from tokenizers import Tokenizer
 
 from shared.celery_app import batch_queue, interactive_queue, worker_queues
 from shared.log_format import configure_logging
 from shared.registry import METRICS_FIELD
-from shared.settings import get_settings
-from worker import broker_guard
-from worker.batching import MicroBatcher
-from worker.device import batch_tokens, favour_model_thread
-from worker.heartbeat import Heartbeat
-from worker.metrics import WorkerMetrics
+from shared.settings import Settings, get_settings
+from worker.engine.client import EngineClient
+from worker.metrics import TaskMetrics, merge_snapshots
 from worker.model_source import ModelLoadError
-from worker.runtime import CrossEncoder
-from worker.task_signals import install_task_signals
-from worker import job_tasks  # noqa: F401  (registers the batch-job chunk task)
-from worker.job_sweeper import JobSweeper
-from worker.tasks import WorkerState, app, install_state
+from worker.tasks import broker_guard, job_chunks, rank  # noqa: F401  (registers the tasks)
+from worker.tasks.app import WorkerState, app, install_state
+from worker.tasks.heartbeat import Heartbeat
+from worker.tasks.job_sweeper import JobSweeper
+from worker.tasks.signals import install_task_signals
+from worker.text.tokenization import PairTokenizer
 
 log = logging.getLogger("worker")
 
 
-def worker_name(model_id: str, device: torch.device) -> str:
+def worker_name(model_id: str, device: str) -> str:
     """Celery node name, readable in Flower: model, device (the host's GPU id) and pid, then the host.
 
     The pid keeps several workers of one host apart (two CPU workers, or a restarted one).
     """
     slug = re.sub(r"[^A-Za-z0-9_.-]+", "-", model_id).strip("-")
     label = "cpu"
-    if device.type == "cuda":
-        label = "gpu" + (os.environ.get("CUDA_VISIBLE_DEVICES") or str(device.index or 0)).replace(",", "+")
+    if device.startswith("cuda"):
+        label = "gpu" + (os.environ.get("CUDA_VISIBLE_DEVICES") or device.partition(":")[2] or "0").replace(",", "+")
     return f"rerank-{slug}-{label}-{os.getpid()}@%h"
 
 
-def set_torch_threads(intra_op: int | None) -> None:
-    """Before the model loads: `intra_op` threads per forward pass (None: torch's default, the cores) and
-    one inter-op thread, since one model thread runs one forward pass at a time."""
-    if intra_op:
-        torch.set_num_threads(intra_op)
-    try:
-        torch.set_num_interop_threads(1)
-    except RuntimeError:  # only possible before any parallel work; an embedding host may have started some
-        log.warning("could not set torch inter-op threads; keeping %d", torch.get_num_interop_threads())
+class Worker:
+    """The Celery side of one worker: its engine, its registration, and the queues it consumes."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.model_id = settings.served_model_id
+        self.metrics = TaskMetrics()
+        self.engine = EngineClient(metrics=self.metrics, on_up=self._engine_up, on_down=self._engine_down)
+        self.queues = [interactive_queue(self.model_id), batch_queue(self.model_id)]
+        self.hostname: str | None = None  # Celery's node name, once it consumes
+        self.heartbeat: Heartbeat | None = None
+        self.sweeper: JobSweeper | None = None
+        self.engine_info: dict = {}  # what the engine said of itself when it last loaded the model
+        self._last_engine_stats: dict = {}
+
+    def start_engine(self) -> dict:
+        self.engine_info = info = self.engine.start()
+        tokenizer = PairTokenizer(Tokenizer.from_str(info["tokenizer"]), max_seq_len=info["max_seq_len"],
+                                  uses_type_ids=info["uses_token_type_ids"])  # fmt: skip
+        install_state(WorkerState(model_id=self.model_id, tokenizer=tokenizer, engine=self.engine))
+        log.info("engine (pid %s) serves %s on %s (%s, %s forward), token limit %d", info["pid"], self.model_id,
+                 info["device"], info["dtype"], info["forward"], info["max_seq_len"])  # fmt: skip
+        return info
+
+    def describe(self) -> dict | None:
+        """What the heartbeat announces; None while the engine is down (the worker then withdraws)."""
+        if not self.engine.ready:
+            return None
+        stats = self.engine.stats() or self._last_engine_stats  # a long pass may delay the answer: keep the last
+        self._last_engine_stats = stats
+        info = self.engine_info
+        return {
+            "device": info["device"],
+            "max_seq_len": info["max_seq_len"],
+            "engine_pid": self.engine.pid,
+            "batch_stats": stats.get("batch_stats", {}),
+            METRICS_FIELD: merge_snapshots(self.metrics.snapshot(), stats.get("metrics", [])),
+        }
+
+    def announce(self, sender) -> None:
+        """Once Celery consumes: heartbeats and the job sweeper."""
+        self.hostname = sender.hostname
+        client = redis.Redis.from_url(self.settings.redis_url, socket_connect_timeout=2, socket_timeout=5)
+        self.heartbeat = Heartbeat(client, worker_name=sender.hostname, model_id=self.model_id, describe=self.describe,
+                                   interval=self.settings.heartbeat_interval, ttl=self.settings.worker_ttl)  # fmt: skip
+        self.sweeper = JobSweeper(client, visibility_timeout=self.settings.job_visibility_timeout)
+        self.heartbeat.start()
+        self.sweeper.start()
+        log.info("serving %s as %s on queues %s", self.model_id, sender.hostname, ", ".join(self.queues))
+
+    def withdraw(self) -> None:
+        for thread in (self.heartbeat, self.sweeper):
+            if thread is not None:
+                thread.stop()
+
+    def _engine_down(self) -> None:
+        """The engine stopped: no more announcements, no more tasks taken until a new one has loaded."""
+        if self.heartbeat is not None:
+            self.heartbeat.withdraw()
+        if self.hostname is not None:
+            for queue in self.queues:
+                app.control.cancel_consumer(queue, destination=[self.hostname], reply=False)
+
+    def _engine_up(self, info: dict) -> None:
+        self.engine_info = info
+        if self.hostname is not None:
+            for queue in self.queues:
+                app.control.add_consumer(queue, destination=[self.hostname], reply=False)
+        if self.heartbeat is not None:
+            self.heartbeat.beat()
 
 
 def main() -> int:
     settings = get_settings()
     configure_logging(settings.log_level, settings.log_format)
-    model_id = settings.served_model_id
-    metrics = WorkerMetrics()
-    install_task_signals(metrics)
-    set_torch_threads(settings.torch_threads)
-    load_started = time.perf_counter()
+    worker = Worker(settings)
+    install_task_signals(worker.metrics)
     try:
-        encoder = CrossEncoder.load(settings)
+        worker.start_engine()
     except ModelLoadError as exc:
         print(f"rerank-fleet worker: {exc}", file=sys.stderr)
         return 2
-    favour_model_thread(encoder.device)
-    batcher = MicroBatcher(
-        metrics.observe_score(encoder.score),
-        max_batch_tokens=batch_tokens(settings.max_batch_tokens, encoder.device),
-        background_batch_tokens=settings.job_batch_tokens,
-        background_forward_seconds=settings.job_forward_ms / 1000,
-    ).start(warmup=encoder.warmup)  # the first pass on the model thread, which runs every pass
-    metrics.model_load_seconds.set(time.perf_counter() - load_started)
-    install_state(WorkerState(model_id=model_id, encoder=encoder, batcher=batcher))
-    name = worker_name(model_id, encoder.device)
-    background: list[Heartbeat | JobSweeper] = []  # threads started once the worker consumes
-
-    @signals.worker_ready.connect(weak=False)
-    def _announce(sender, **_) -> None:
-        client = redis.Redis.from_url(settings.redis_url, socket_connect_timeout=2, socket_timeout=5)
-        heartbeat = Heartbeat(
-            client,
-            worker_name=sender.hostname,
-            model_id=model_id,
-            describe=lambda: {
-                "device": str(encoder.device),
-                "max_seq_len": encoder.max_seq_len,
-                "batch_stats": batcher.stats.as_dict(),
-                METRICS_FIELD: metrics.snapshot(),
-            },
-            interval=settings.heartbeat_interval,
-            ttl=settings.worker_ttl,
-        )
-        sweeper = JobSweeper(client, visibility_timeout=settings.job_visibility_timeout)
-        for thread in (heartbeat, sweeper):
-            thread.start()
-            background.append(thread)
-        log.info("serving %s as %s on queues %s, %s", model_id, sender.hostname, interactive_queue(model_id),
-                 batch_queue(model_id))  # fmt: skip
-
-    @signals.worker_shutdown.connect(weak=False)
-    def _withdraw(**_) -> None:
-        for thread in background:
-            thread.stop()
-
+    signals.worker_ready.connect(lambda sender, **_: worker.announce(sender), weak=False)
+    signals.worker_shutdown.connect(lambda **_: worker.withdraw(), weak=False)
     broker_guard.install()
-    app.conf.task_queues = worker_queues(model_id)
-    app.worker_main(
-        [
-            "worker",
-            "--pool=threads",
-            f"--concurrency={settings.worker_concurrency}",
-            f"--queues={interactive_queue(model_id)},{batch_queue(model_id)}",
-            f"--hostname={name}",
-            f"--loglevel={settings.log_level.upper()}",
-            "--without-gossip",
-            "--without-mingle",
-        ]
-    )
-    batcher.close()
+    app.conf.task_queues = worker_queues(worker.model_id)
+    try:
+        app.worker_main(
+            [
+                "worker",
+                "--pool=threads",
+                f"--concurrency={settings.worker_concurrency}",
+                f"--queues={','.join(worker.queues)}",
+                f"--hostname={worker_name(worker.model_id, worker.engine_info['device'])}",
+                f"--loglevel={settings.log_level.upper()}",
+                "--without-gossip",
+                "--without-mingle",
+            ]
+        )
+    finally:
+        worker.engine.close()
     return 0
 
 

@@ -1,32 +1,50 @@
-"""A worker's Prometheus metrics: forward passes, pairs and tokens, model load time, failures by error type.
+"""A worker's Prometheus metrics: forward passes, pairs and tokens, the device's idle time, model load time,
+failures by error type, engine restarts.
 
-They live in a private registry and leave the process as a JSON snapshot in the worker's heartbeat record
-(`metrics` in `rerank:worker:<name>`, shared/registry.py); the API's `/metrics` re-exposes every live
-worker's snapshot labelled by worker and model (api/ranking/fleet_metrics.py), so one scrape target covers a fleet
-on any number of machines. The micro-batcher is observed from outside: `observe_score` wraps the score
-function it calls once per forward pass.
+The engine process keeps what happens on the device (`EngineMetrics`), the Celery process what happens to
+tasks (`TaskMetrics`); each lives in a private registry and leaves as a JSON snapshot, and the Celery process
+puts both, merged, in its heartbeat record (`metrics` in `rerank:worker:<name>`, shared/registry.py). The
+API's `/metrics` re-exposes every live worker's snapshot labelled by worker and model
+(api/ranking/fleet_metrics.py), so one scrape target covers a fleet on any number of machines.
 """
 
 from __future__ import annotations
 
 import threading
-import time
-from typing import Any, Callable, Sequence
+from typing import Sequence
 
+import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 PAIR_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 TOKEN_BUCKETS = (64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384, 32768, 65536)
 SECONDS_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+FAILURES = ("rerank_worker_failures", "Failed tasks and forward passes, by task and error type.")
 
-ScoreFn = Callable[[Sequence[Any]], Sequence[float]]  # the micro-batcher's: pairs with a `length` in, logits out
+
+class _Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+
+    def snapshot(self) -> list[dict]:
+        """Every family with its samples, as JSON-ready dicts (`_created` samples left out)."""
+        return [
+            {
+                "name": family.name,
+                "type": family.type,
+                "help": family.documentation,
+                "samples": [[s.name, s.labels, s.value] for s in family.samples if not s.name.endswith("_created")],
+            }
+            for family in self.registry.collect()
+        ]
 
 
-class WorkerMetrics:
-    """The metrics of one worker process and the snapshot it sends with its heartbeat."""
+class EngineMetrics(_Metrics):
+    """What the engine process measures: its forward passes, the device's idle time, its model's load time."""
 
     def __init__(self) -> None:
-        self.registry = registry = CollectorRegistry(auto_describe=True)
+        super().__init__()
+        registry = self.registry
         self.batch_size = Histogram(
             "rerank_worker_batch_size", "Pairs per forward pass.", buckets=PAIR_BUCKETS, registry=registry
         )
@@ -52,56 +70,61 @@ class WorkerMetrics:
         self.model_load_seconds = Gauge(
             "rerank_worker_model_load_seconds", "Time the worker took to load and warm up its model.", registry=registry
         )
-        self.failures = Counter(
-            "rerank_worker_failures",
-            "Failed tasks and forward passes, by task and error type.",
-            ["task", "error_type"],
+        self.device_idle_seconds = Counter(
+            "rerank_worker_device_idle_seconds",
+            "Time the engine waited for work with nothing to run: a starved device grows it.",
             registry=registry,
         )
-        self._lock = threading.Lock()
+        self.device_busy_ratio = Gauge(
+            "rerank_worker_device_busy_ratio",
+            "Share of the time since the previous heartbeat that the device spent in forward passes.",
+            registry=registry,
+        )
+        self.failures = Counter(*FAILURES, ["task", "error_type"], registry=registry)
         self._real = 0
         self._padded = 0
 
-    def observe_score(self, score: ScoreFn) -> ScoreFn:
-        """`score` (one forward pass over a batch), counted: size, tokens, duration, failures."""
-
-        def observed(pairs: Sequence[Any]) -> Sequence[float]:
-            started = time.perf_counter()
-            try:
-                scores = score(pairs)
-            except Exception as exc:
-                self.failures.labels("forward", type(exc).__name__).inc()
-                raise
-            self.record_batch([pair.length for pair in pairs], time.perf_counter() - started)
-            return scores
-
-        return observed
-
-    def record_batch(self, lengths: Sequence[int], seconds: float) -> None:
+    def record_batch(self, lengths: Sequence[int] | np.ndarray, seconds: float) -> None:
         """One forward pass over pairs of these token lengths, padded to the longest."""
-        real, padded = sum(lengths), max(lengths) * len(lengths)
+        lengths = np.asarray(lengths)
+        real, padded = int(lengths.sum()), int(lengths.max()) * len(lengths)
         self.batch_size.observe(len(lengths))
         self.batch_tokens.observe(padded)
         self.forward_seconds.observe(seconds)
         self.pairs.inc(len(lengths))
         self.tokens.inc(real)
         self.padded_tokens.inc(padded)
-        with self._lock:
-            self._real += real
-            self._padded += padded
-            self.padding_efficiency.set(self._real / self._padded)
+        self._real += real
+        self._padded += padded
+        self.padding_efficiency.set(self._real / self._padded)
+
+    def record_forward_failure(self, error_type: str) -> None:
+        self.failures.labels("forward", error_type).inc()
+
+
+class TaskMetrics(_Metrics):
+    """What the Celery process counts: failed tasks, and the engine processes it had to start again."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.failures = Counter(*FAILURES, ["task", "error_type"], registry=self.registry)
+        self.engine_restarts = Counter(
+            "rerank_worker_engine_restarts", "Engine processes started again after one stopped.", registry=self.registry
+        )
+        self._lock = threading.Lock()
 
     def record_failure(self, task: str, error_type: str) -> None:
-        self.failures.labels(task, error_type).inc()
+        with self._lock:
+            self.failures.labels(task, error_type).inc()
 
-    def snapshot(self) -> list[dict]:
-        """Every family with its samples, as JSON-ready dicts (`_created` samples left out)."""
-        return [
-            {
-                "name": family.name,
-                "type": family.type,
-                "help": family.documentation,
-                "samples": [[s.name, s.labels, s.value] for s in family.samples if not s.name.endswith("_created")],
-            }
-            for family in self.registry.collect()
-        ]
+
+def merge_snapshots(*snapshots: list[dict]) -> list[dict]:
+    """One snapshot of several processes' families; families of one name (failures) hold all their samples."""
+    merged: dict[str, dict] = {}
+    for snapshot in snapshots:
+        for family in snapshot:
+            if family["name"] in merged:
+                merged[family["name"]]["samples"] += family["samples"]
+            else:
+                merged[family["name"]] = {**family, "samples": list(family["samples"])}
+    return list(merged.values())

@@ -95,7 +95,7 @@ class JobStore:
         await self._redis.delete(*job_keys(job_id), *(chunk_key(job_id, n) for n in range(chunks)))
 
     async def lease(self, job_id: str, chunks: list[int]) -> None:
-        """Note that these chunks are being queued now (see worker/job_sweeper.py)."""
+        """Note that these chunks are being queued now (see worker/tasks/job_sweeper.py)."""
         if chunks:
             now = time.time()
             await self._redis.hset(leases_key(job_id), mapping={chunk: now for chunk in chunks})

@@ -26,8 +26,8 @@ import torch
 import torch.nn.functional as F
 
 from shared.settings import Settings
-from worker.packed_forward import onednn_linear
-from worker.runtime import CrossEncoder
+from worker.model.packed_forward import onednn_linear
+from worker.model.runtime import CrossEncoder
 
 WORDS = "the of and to in is was for on that with as by at from his her an which or be city river".split()
 QUERY = "what is the capital of france"
@@ -73,7 +73,7 @@ def packed_against_padded(encoder: CrossEncoder, budget: float) -> list[dict]:
         padded_s, padded_logits = seconds_per_call(lambda: encoder.score(pairs), budget), encoder.score(pairs)
         encoder.packed = packed
         packed_s, packed_logits = seconds_per_call(lambda: encoder.score(pairs), budget), encoder.score(pairs)
-        rows.append({"batch": name, "real_token_fraction": round(sum(p.length for p in pairs) / (max(p.length for p in pairs) * count), 2),
+        rows.append({"batch": name, "real_token_fraction": round(int(pairs.lengths.sum()) / (int(pairs.lengths.max()) * count), 2),
                      "padded_ms": round(1000 * padded_s, 1), "packed_ms": round(1000 * packed_s, 1),
                      "speedup": round(padded_s / packed_s, 2),
                      "max_logit_difference": float(max(abs(a - b) for a, b in zip(packed_logits, padded_logits)))})  # fmt: skip

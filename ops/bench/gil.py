@@ -19,7 +19,7 @@ import time
 import torch
 
 from shared.settings import Settings
-from worker.runtime import CrossEncoder, pad_batch
+from worker.model.runtime import CrossEncoder, pad_batch
 
 INTERVALS_SECONDS = (0.005, 0.001, 0.0002, 0.0001, 0.00005)
 

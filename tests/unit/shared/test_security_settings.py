@@ -35,7 +35,7 @@ def test_a_missing_or_empty_key_file_is_refused(tmp_path, content):
 def test_acks_on_a_torn_down_broker_connection_become_connection_errors():
     from kombu.transport import redis as redis_transport
 
-    from worker import broker_guard
+    from worker.tasks import broker_guard
 
     broker_guard.install()
     broker_guard.install()  # idempotent

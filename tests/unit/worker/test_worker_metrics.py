@@ -1,21 +1,14 @@
-"""worker/metrics.py and its way to Prometheus: a worker's snapshot, re-exposed by api/ranking/fleet_metrics.py."""
+"""worker/metrics.py and its way to Prometheus: a worker's snapshot (engine and Celery process merged),
+re-exposed by api/ranking/fleet_metrics.py."""
 
 from __future__ import annotations
-
-from dataclasses import dataclass
 
 import pytest
 from prometheus_client.exposition import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from api.ranking.fleet_metrics import FleetCollector, FleetSnapshot, WorkerFamilies
-from worker.metrics import WorkerMetrics
-
-
-@dataclass
-class Pair:
-    length: int
-
+from worker.metrics import EngineMetrics, TaskMetrics, merge_snapshots
 
 def _samples(collector) -> dict[tuple[str, tuple], float]:
     text = generate_latest(collector).decode()
@@ -26,11 +19,10 @@ def _samples(collector) -> dict[tuple[str, tuple], float]:
     }
 
 
-def test_observed_score_counts_each_forward_pass() -> None:
-    metrics = WorkerMetrics()
-    score = metrics.observe_score(lambda pairs: [float(p.length) for p in pairs])
-    assert score([Pair(10), Pair(6)]) == [10.0, 6.0]
-    score([Pair(100)])
+def test_each_forward_pass_is_counted() -> None:
+    metrics = EngineMetrics()
+    metrics.record_batch([10, 6], 0.01)
+    metrics.record_batch([100], 0.02)
     samples = _samples(metrics.registry)
     assert samples[("rerank_worker_pairs_total", ())] == 3
     assert samples[("rerank_worker_tokens_total", ())] == 116
@@ -44,23 +36,22 @@ def test_observed_score_counts_each_forward_pass() -> None:
     assert samples[("rerank_worker_forward_seconds_count", ())] == 2
 
 
-def test_a_failed_forward_pass_is_counted_by_exception_type_and_raised() -> None:
-    metrics = WorkerMetrics()
-
-    def broken(pairs):
-        raise MemoryError("out of memory")
-
-    with pytest.raises(MemoryError):
-        metrics.observe_score(broken)([Pair(3)])
-    metrics.record_failure("rerank.rank", "validation_error")
-    samples = _samples(metrics.registry)
-    assert samples[("rerank_worker_failures_total", (("error_type", "MemoryError"), ("task", "forward")))] == 1
-    assert samples[("rerank_worker_failures_total", (("error_type", "validation_error"), ("task", "rerank.rank")))] == 1
-    assert samples[("rerank_worker_pairs_total", ())] == 0
+def test_failed_passes_and_failed_tasks_are_counted_in_one_family_by_type() -> None:
+    engine, tasks = EngineMetrics(), TaskMetrics()
+    engine.record_forward_failure("OutOfMemoryError")
+    tasks.record_failure("rerank.rank", "validation_error")
+    merged = merge_snapshots(tasks.snapshot(), engine.snapshot())
+    assert [f["name"] for f in merged].count("rerank_worker_failures") == 1
+    samples = _samples(FleetCollector(FleetSnapshot(redis_up=True, workers=[WorkerFamilies("w@h", "m", merged)])))
+    labels = (("error_type", "OutOfMemoryError"), ("model", "m"), ("task", "forward"), ("worker", "w@h"))
+    assert samples[("rerank_worker_failures_total", labels)] == 1
+    labels = (("error_type", "validation_error"), ("model", "m"), ("task", "rerank.rank"), ("worker", "w@h"))
+    assert samples[("rerank_worker_failures_total", labels)] == 1
+    assert samples[("rerank_worker_pairs_total", (("model", "m"), ("worker", "w@h")))] == 0
 
 
 def test_the_api_reexposes_every_workers_snapshot_labelled_by_worker_and_model() -> None:
-    first, second = WorkerMetrics(), WorkerMetrics()
+    first, second = EngineMetrics(), EngineMetrics()
     first.record_batch([5, 7], 0.01)
     second.record_batch([4], 0.02)
     second.model_load_seconds.set(3.5)

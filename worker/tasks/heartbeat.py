@@ -30,7 +30,7 @@ class Heartbeat:
         *,
         worker_name: str,
         model_id: str,
-        describe: Callable[[], dict],
+        describe: Callable[[], dict | None],
         interval: float,
         ttl: float,
     ) -> None:
@@ -41,6 +41,7 @@ class Heartbeat:
         self._interval = interval
         self._ttl = ttl
         self._stop = threading.Event()
+        self._lock = threading.Lock()  # a withdrawal waits for a beat in progress, so it is never undone by it
         self._thread = threading.Thread(target=self._run, name="heartbeat", daemon=True)
         self._started_at = time.time()
 
@@ -51,8 +52,12 @@ class Heartbeat:
         """Stop beating and withdraw the registration, so the API stops routing to this worker."""
         self._stop.set()
         self._thread.join(timeout=self._interval + 1)
+        self.withdraw()
+
+    def withdraw(self) -> None:
+        """Remove this worker's registration now (it beats again once `describe` says it serves)."""
         try:
-            with self._client.pipeline() as pipe:
+            with self._lock, self._client.pipeline() as pipe:
                 pipe.zrem(model_workers_key(self._model_id), self._name)
                 pipe.delete(worker_info_key(self._name))
                 pipe.execute()
@@ -60,7 +65,15 @@ class Heartbeat:
             log.warning("could not withdraw worker registration: %s", exc)
 
     def beat(self) -> None:
-        """Write one registration (also called by tests)."""
+        """Write one registration (also called by tests), or withdraw it while `describe` says None (not serving)."""
+        with self._lock:
+            described = self._describe()
+            if described is not None:
+                self._announce(described)
+                return
+        self.withdraw()
+
+    def _announce(self, described: dict) -> None:
         now = time.time()
         info = {
             "name": self._name,
@@ -69,7 +82,7 @@ class Heartbeat:
             "pid": os.getpid(),
             "started_at": self._started_at,
             "heartbeat_at": now,
-            **self._describe(),
+            **described,
         }
         models_key = model_workers_key(self._model_id)
         with self._client.pipeline() as pipe:

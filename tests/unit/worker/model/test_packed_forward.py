@@ -6,8 +6,9 @@ import torch
 
 from shared.settings import Settings
 from tests.reference import Reference
-from worker.packed_forward import PackedBatch, PackedForward, linear_kernel, onednn_linear, torch_linear
-from worker.runtime import CrossEncoder, EncodedPair, pad_batch, use_packed
+from worker.model.packed_forward import PackedBatch, PackedForward, linear_kernel, onednn_linear, torch_linear
+from worker.model.runtime import CrossEncoder, pad_batch, use_packed
+from worker.text.tokenization import EncodedPairs
 
 QUERY = "what is the capital city of france"
 PASSAGES = ["paris", "berlin is the capital of germany " * 150, "", "Ünïcödé 🚀 12345", "a b c d e f g " * 9]
@@ -24,7 +25,7 @@ def test_bert_family_models_take_the_packed_forward_on_a_cpu(encoder):
 
 def test_packed_logits_equal_the_padded_forward_and_a_pair_by_pair_transformers_forward(encoder, request):
     pairs = encoder.encode(QUERY, PASSAGES, "END")
-    assert len({pair.length for pair in pairs}) == len(pairs)  # lengths differ: there is padding to skip
+    assert len(set(pairs.lengths.tolist())) == len(pairs)  # lengths differ: there is padding to skip
     packed = encoder.score(pairs)
     input_ids, attention, type_ids = pad_batch(pairs, encoder.pad_token_id)
     inputs = {"input_ids": torch.from_numpy(input_ids), "attention_mask": torch.from_numpy(attention)}
@@ -40,13 +41,13 @@ def test_packed_logits_equal_the_padded_forward_and_a_pair_by_pair_transformers_
 def test_a_pair_scores_the_same_alone_and_beside_longer_ones(encoder):
     pairs = encoder.encode(QUERY, PASSAGES, "END")
     together = encoder.score(pairs)
-    alone = [encoder.score([pair])[0] for pair in pairs]
+    alone = [encoder.score(pairs.take([i]))[0] for i in range(len(pairs))]
     assert together == pytest.approx(alone, abs=1e-5)
 
 
 def test_packing_places_every_token_in_the_padded_layout():
-    pairs = [EncodedPair(np.array(ids, dtype=np.int64), np.array(types, dtype=np.int64))
-             for ids, types in (([5, 6, 7], [0, 0, 1]), ([8], [0]), ([9, 10], [0, 1]))]  # fmt: skip
+    pairs = EncodedPairs(np.array([5, 6, 7, 8, 9, 10], dtype=np.int32), np.array([0, 0, 1, 0, 0, 1], dtype=np.int8),
+                         np.array([3, 1, 2], dtype=np.int32))  # fmt: skip
     batch = PackedBatch.of(pairs)
     assert batch.input_ids.tolist() == [5, 6, 7, 8, 9, 10]
     assert batch.type_ids.tolist() == [0, 0, 1, 0, 0, 1]

@@ -11,11 +11,13 @@ bfloat16) where it is as accurate as torch's own kernel.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Callable
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+from worker.text.tokenization import EncodedPairs
 
 # model_type -> (attribute of the base model, whether positions start after padding_idx as in RoBERTa)
 _FAMILIES = {"bert": ("bert", False), "roberta": ("roberta", True), "xlm-roberta": ("roberta", True)}
@@ -33,18 +35,20 @@ class PackedBatch:
     lengths: np.ndarray  # [pairs]
 
     @classmethod
-    def of(cls, pairs: Sequence, with_type_ids: bool = True) -> "PackedBatch":
-        """Pack pairs that have `input_ids` and `type_ids` int64 arrays, without a loop over tokens.
+    def of(cls, pairs: EncodedPairs, with_type_ids: bool = True) -> "PackedBatch":
+        """Pack a batch's flat token arrays, without a loop over pairs or tokens.
 
-        Without `with_type_ids` every token is of segment 0, as for models that take no segment ids."""
-        lengths = np.fromiter((len(pair.input_ids) for pair in pairs), dtype=np.int64, count=len(pairs))
+        Without `with_type_ids` (or segment ids) every token is of segment 0, as for models that take none."""
+        lengths = pairs.lengths.astype(np.int64)
         starts = np.cumsum(lengths) - lengths
         positions = np.arange(int(lengths.sum()), dtype=np.int64) - np.repeat(starts, lengths)
-        rows = np.repeat(np.arange(len(pairs), dtype=np.int64), lengths)
+        rows = np.repeat(np.arange(len(lengths), dtype=np.int64), lengths)
         return cls(
-            input_ids=np.concatenate([pair.input_ids for pair in pairs]),
+            input_ids=pairs.input_ids.astype(np.int64),
             type_ids=(
-                np.concatenate([pair.type_ids for pair in pairs]) if with_type_ids else np.zeros_like(positions)
+                pairs.type_ids.astype(np.int64)
+                if with_type_ids and pairs.type_ids is not None
+                else np.zeros_like(positions)
             ),
             positions=positions,
             padded_index=rows * int(lengths.max()) + positions,

@@ -6,7 +6,7 @@ Redis transport raises AttributeError (reading the closed connection's parameter
 that as an unrecoverable error and the worker exits instead of reconnecting. Raised as a connection
 error, it is logged and ignored; the messages stay in Redis's unacked index and are restored after
 the visibility timeout (batch-job chunks commit exactly once, so a second delivery changes nothing;
-see worker/job_tasks.py).
+see worker/tasks/job_chunks.py).
 """
 
 from __future__ import annotations

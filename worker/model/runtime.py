@@ -1,52 +1,28 @@
-"""The cross-encoder runtime: load a sequence-classification model, tokenize and truncate pairs, score them.
+"""The cross-encoder runtime of the engine process: load a sequence-classification model, score batches of pairs.
 
-The micro-batcher sees it only through `encode` (run in each request's thread) and `score` (run on the
-model thread), so tests can put a fake model in its place.
+The engine's loop sees it only through `score` (flat token arrays in, one float32 logit per pair out) and
+`warmup`; the tokenizer it loads with the model is handed to the worker's Celery process, which tokenizes
+(worker/text/tokenization.py). `encode` is here for in-process use (benchmarks, tests, the warm-up).
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
 import torch
-from tokenizers import Encoding, Tokenizer
+from tokenizers import Tokenizer
 from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
 
 from shared.settings import Settings
-from worker.device import resolve_device, resolve_dtype, to_device
+from worker.model.device import resolve_device, resolve_dtype, to_device
+from worker.model.packed_forward import PackedBatch, PackedForward
 from worker.model_source import ModelLoadError, resolve_model_dir
-from worker.packed_forward import PackedBatch, PackedForward
-from worker.truncation import fit_pair, pair_too_long
+from worker.text.tokenization import EncodedPairs, PairTokenizer
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(slots=True)
-class EncodedPair:
-    """One (query, passage) pair ready for the model: token ids with special tokens, and segment ids.
-
-    int64 arrays, made in the request's thread, so the model thread pads a batch with a few copies.
-    """
-
-    input_ids: np.ndarray
-    type_ids: np.ndarray
-
-    @classmethod
-    def of(cls, encoding: Encoding) -> "EncodedPair":
-        return cls(np.array(encoding.ids, dtype=np.int64), np.array(encoding.type_ids, dtype=np.int64))
-
-    @property
-    def length(self) -> int:
-        return len(self.input_ids)
-
-    @property
-    def key(self) -> tuple[bytes, bytes]:
-        """What makes two pairs the same input to the model."""
-        return self.input_ids.tobytes(), self.type_ids.tobytes()
 
 
 class CrossEncoder:
@@ -65,15 +41,12 @@ class CrossEncoder:
     ) -> None:
         self.model = model
         self.packed = packed  # the packed-token forward, where the architecture and the setting allow it
-        self.tokenizer = tokenizer
+        self.tokenizer = tokenizer  # the model's own, without truncation or padding: what the Celery process gets
         self.pad_token_id = pad_token_id
         self.uses_token_type_ids = uses_token_type_ids
         self.max_seq_len = max_seq_len
         self.device = device
-        self.pair_specials = tokenizer.num_special_tokens_to_add(is_pair=True)
-        # END truncation inside the tokenizer: the passage (the second sequence) loses tokens from its end
-        self._truncating = Tokenizer.from_str(tokenizer.to_str())
-        self._truncating.enable_truncation(max_seq_len, strategy="only_second", direction="right")
+        self.pairs = PairTokenizer(tokenizer, max_seq_len=max_seq_len, uses_type_ids=uses_token_type_ids)
 
     @classmethod
     def load(cls, settings: Settings) -> "CrossEncoder":
@@ -129,64 +102,16 @@ class CrossEncoder:
 
     def encode(
         self, query: str, passages: Sequence[str], truncate: str, max_passage_tokens: int | None = None
-    ) -> list[EncodedPair]:
-        """Tokenize one request's pairs and apply NONE/END truncation (raises RerankError for NONE).
+    ) -> EncodedPairs:
+        """One request's pairs, tokenized and truncated as the worker's Celery process does it."""
+        return self.pairs.encode(query, passages, truncate, max_passage_tokens)
 
-        `max_passage_tokens` first cuts every passage to that many tokens (Cohere's `max_tokens_per_doc`).
-        """
-        query_enc = self.tokenizer.encode(query, add_special_tokens=False)
-        room = self.max_seq_len - self.pair_specials - len(query_enc.ids)
-        if max_passage_tokens is None and room > 0 and all(passages):
-            return self._encode_pairs(query, passages, truncate)
-        return self._encode_each(query_enc, passages, truncate, max_passage_tokens)
-
-    def _encode_pairs(self, query: str, passages: Sequence[str], truncate: str) -> list[EncodedPair]:
-        """The common case, where the query leaves room for the passages: every pair is tokenized,
-        truncated and given its special tokens by the tokenizer in one call (in Rust, without the GIL,
-        on the tokenizer's threads), so a request of 512 passages costs no per-pair Python but the result."""
-        tokenizer = self._truncating if truncate == "END" else self.tokenizer
-        encodings = tokenizer.encode_batch([(query, passage) for passage in passages], add_special_tokens=True)
-        if truncate != "END":
-            for index, encoding in enumerate(encodings):
-                if len(encoding.ids) > self.max_seq_len:
-                    raise pair_too_long(index=index, pair_len=len(encoding.ids), limit=self.max_seq_len)
-        return [EncodedPair.of(encoding) for encoding in encodings]
-
-    def _encode_each(
-        self, query_enc: Encoding, passages: Sequence[str], truncate: str, max_passage_tokens: int | None
-    ) -> list[EncodedPair]:
-        """Pair by pair: empty passages, a per-passage token cap, or a query that leaves no room."""
-        passage_encs = self.tokenizer.encode_batch(list(passages), add_special_tokens=False)
-        query_len = len(query_enc.ids)
-        pairs: list[EncodedPair] = []
-        for index, passage_enc in enumerate(passage_encs):
-            if max_passage_tokens is not None and len(passage_enc.ids) > max_passage_tokens:
-                passage_enc = _cut(passage_enc, max_passage_tokens, self.tokenizer)
-            kept = fit_pair(
-                index=index,
-                query_len=query_len,
-                passage_len=len(passage_enc.ids),
-                specials=self.pair_specials,
-                limit=self.max_seq_len,
-                truncate=truncate,
-            )
-            if kept.query < query_len:  # the same for every pair: cut the query once
-                query_enc.truncate(kept.query)
-                query_len = kept.query
-            if kept.passage < len(passage_enc.ids):
-                passage_enc = _cut(passage_enc, kept.passage, self.tokenizer)
-            # an empty passage is encoded as the query alone, as transformers' tokenizer(query, "") does
-            second = passage_enc if passages[index] else None
-            merged = self.tokenizer.post_process(query_enc, second, add_special_tokens=True)
-            pairs.append(EncodedPair.of(merged))
-        return pairs
-
-    def score(self, pairs: Sequence[EncodedPair]) -> list[float]:
-        """One forward pass over `pairs` (packed, or padded to the longest); the logits in the same order."""
+    def score(self, pairs: EncodedPairs) -> np.ndarray:
+        """One forward pass over `pairs` (packed, or padded to the longest); float32 logits in the same order."""
         if self.packed is not None:
             with torch.inference_mode():
                 logits = self.packed.logits(PackedBatch.of(pairs, self.uses_token_type_ids), self.device, to_device)
-            return logits[:, 0].float().cpu().tolist()
+            return logits[:, 0].float().cpu().numpy()
         input_ids, attention, type_ids = pad_batch(pairs, self.pad_token_id)
         inputs = {
             "input_ids": to_device(torch.from_numpy(input_ids), self.device),
@@ -196,7 +121,7 @@ class CrossEncoder:
             inputs["token_type_ids"] = to_device(torch.from_numpy(type_ids), self.device)
         with torch.inference_mode():
             logits = self.model(**inputs).logits
-        return logits[:, 0].float().cpu().tolist()  # the one synchronisation with the device
+        return logits[:, 0].float().cpu().numpy()  # the one synchronisation with the device
 
     def warmup(self) -> None:
         """Run one small pass so the first request does not pay for lazy initialisation.
@@ -240,18 +165,19 @@ def logit_layer_in_float32(model: torch.nn.Module) -> None:
     )
 
 
-def pad_batch(pairs: Sequence[EncodedPair], pad_token_id: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def pad_batch(pairs: EncodedPairs, pad_token_id: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Token ids, attention mask and segment ids of `pairs`, right-padded to the longest, as int64 arrays.
 
-    Filled in whole-array operations: the pairs' arrays are concatenated into one flat array and scattered
-    through the mask, so there is no Python loop over tokens on the model thread.
+    Filled in whole-array operations: the flat token ids are scattered through the mask, so there is no
+    Python loop over pairs or tokens on the engine's thread.
     """
-    lengths = np.fromiter((len(pair.input_ids) for pair in pairs), dtype=np.int64, count=len(pairs))
+    lengths = pairs.lengths.astype(np.int64)
     mask = np.arange(int(lengths.max())) < lengths[:, None]
     input_ids = np.full(mask.shape, pad_token_id, dtype=np.int64)
-    input_ids[mask] = np.concatenate([pair.input_ids for pair in pairs])
+    input_ids[mask] = pairs.input_ids
     type_ids = np.zeros(mask.shape, dtype=np.int64)
-    type_ids[mask] = np.concatenate([pair.type_ids for pair in pairs])
+    if pairs.type_ids is not None:
+        type_ids[mask] = pairs.type_ids
     return input_ids, mask.astype(np.int64), type_ids
 
 
@@ -273,11 +199,3 @@ def model_token_limit(model: torch.nn.Module, hf_tokenizer) -> int:
     if not limits:
         raise ModelLoadError("cannot tell the model's token limit; set RERANK_MAX_SEQ_LEN")
     return min(limits)
-
-
-def _cut(encoding: Encoding, keep: int, tokenizer: Tokenizer) -> Encoding:
-    """The first `keep` tokens of an encoding (an empty encoding for zero)."""
-    if keep == 0:
-        return tokenizer.encode("", add_special_tokens=False)
-    encoding.truncate(keep)
-    return encoding

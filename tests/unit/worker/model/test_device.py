@@ -10,9 +10,10 @@ import torch
 
 from shared.errors import RerankError
 from shared.settings import Settings
-from worker import runtime as runtime_module
-from worker.device import CPU_BATCH_TOKENS, GPU_BATCH_TOKENS, batch_tokens, resolve_device, resolve_dtype, to_device
-from worker.runtime import CrossEncoder, EncodedPair, pad_batch
+from worker.model import runtime as runtime_module
+from worker.model.device import CPU_BATCH_TOKENS, GPU_BATCH_TOKENS, batch_tokens, resolve_device, resolve_dtype, to_device
+from worker.model.runtime import CrossEncoder, pad_batch
+from worker.text.tokenization import EncodedPairs
 
 CUDA = torch.device("cuda", 0)
 CPU = torch.device("cpu")
@@ -132,8 +133,8 @@ def test_models_load_with_sdpa_attention(bert_model_dir):
 
 
 def test_pad_batch_right_pads_ids_mask_and_segments():
-    pairs = [EncodedPair(np.array([101, 7, 102]), np.zeros(3, dtype=np.int64)),
-             EncodedPair(np.array([101, 5, 102, 9, 102]), np.array([0, 0, 0, 1, 1]))]
+    pairs = EncodedPairs(np.array([101, 7, 102, 101, 5, 102, 9, 102], dtype=np.int32),
+                         np.array([0, 0, 0, 0, 0, 0, 1, 1], dtype=np.int8), np.array([3, 5], dtype=np.int32))
     ids, mask, types = pad_batch(pairs, pad_token_id=0)
     assert ids.tolist() == [[101, 7, 102, 0, 0], [101, 5, 102, 9, 102]]
     assert mask.tolist() == [[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]]

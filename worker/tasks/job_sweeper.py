@@ -20,7 +20,7 @@ import time
 import redis
 
 from shared.job_keys import JOBS_INDEX, done_key, job_key, leases_key
-from worker.job_tasks import queue_chunk, running_chunks
+from worker.tasks.job_chunks import queue_chunk, running_chunks
 
 log = logging.getLogger(__name__)
 

@@ -5,9 +5,9 @@ import torch
 
 from shared.errors import ErrorType, RerankError
 from shared.settings import Settings
-from tests.reference import Reference
+from tests.reference import Reference, token_rows
 from worker.model_source import ModelLoadError
-from worker.runtime import CrossEncoder
+from worker.model.runtime import CrossEncoder
 
 QUERY = "what is the capital city of france"
 PASSAGES = [
@@ -34,27 +34,29 @@ def test_token_limit_is_what_the_position_embeddings_allow(loaded):
 def test_end_truncation_and_logits_match_transformers(loaded):
     encoder, reference = loaded
     pairs = encoder.encode(QUERY, PASSAGES, "END")
-    for pair, passage in zip(pairs, PASSAGES):
-        assert pair.input_ids.tolist() == reference.encode(QUERY, passage)["input_ids"][0].tolist()
+    for ids, passage in zip(token_rows(pairs), PASSAGES):
+        assert ids == reference.encode(QUERY, passage)["input_ids"][0].tolist()
     logits = encoder.score(pairs)
     for got, want in zip(logits, reference.logits(QUERY, PASSAGES)):
         assert got == pytest.approx(want, abs=1e-4)
 
 
-def test_requests_without_empty_passages_take_the_tokenizer_s_pair_path_and_match_the_pair_by_pair_one(loaded):
+def test_pairs_assembled_from_the_tokenizer_s_template_match_its_own_pair_by_pair_post_processing(loaded):
     encoder, reference = loaded
-    passages = [p for p in PASSAGES if p] + ["word " * 600, "x"]  # no empty passage: one call to the tokenizer
+    passages = PASSAGES + ["word " * 600, "x"]
+    assert encoder.pairs._templates is not None  # BERT's and RoBERTa's specials are a fixed template
     for truncate in ("END", "NONE"):
         fitting = passages if truncate == "END" else [p for p in passages if len(p) < 400]
         fast = encoder.encode(QUERY, fitting, truncate)
-        query_enc = encoder.tokenizer.encode(QUERY, add_special_tokens=False)
-        careful = encoder._encode_each(query_enc, fitting, truncate, None)
-        assert [(p.input_ids.tolist(), p.type_ids.tolist()) for p in fast] == [
-            (p.input_ids.tolist(), p.type_ids.tolist()) for p in careful
-        ]
-        for pair, passage in zip(fast, fitting):
-            assert pair.input_ids.tolist() == reference.encode(QUERY, passage)["input_ids"][0].tolist()
-    assert max(p.length for p in encoder.encode(QUERY, passages, "END")) == 512
+        careful = encoder.pairs._pair_by_pair(QUERY, fitting, truncate, None)
+        assert fast.input_ids.tolist() == careful.input_ids.tolist()
+        assert fast.lengths.tolist() == careful.lengths.tolist()
+        assert (fast.type_ids is None) == (careful.type_ids is None)
+        if fast.type_ids is not None:
+            assert fast.type_ids.tolist() == careful.type_ids.tolist()
+        for ids, passage in zip(token_rows(fast), fitting):
+            assert ids == reference.encode(QUERY, passage)["input_ids"][0].tolist()
+    assert encoder.encode(QUERY, passages, "END").lengths.max() == 512
 
 
 def test_none_refuses_the_first_over_long_pair(loaded):
@@ -79,8 +81,8 @@ def test_none_names_the_first_over_long_pair_on_the_tokenizer_s_pair_path_too(lo
 def test_an_over_long_query_is_cut_and_the_passage_emptied_under_end(loaded):
     encoder, _ = loaded
     pairs = encoder.encode("lorem ipsum dolor " * 400, ["a passage", "another passage"], "END")
-    assert [p.length for p in pairs] == [512, 512]
-    assert pairs[0].input_ids.tolist() == pairs[1].input_ids.tolist()
+    assert pairs.lengths.tolist() == [512, 512]
+    assert token_rows(pairs)[0] == token_rows(pairs)[1]
 
 
 def test_a_lower_configured_limit_applies_but_never_a_higher_one(bert_model_dir):
@@ -120,8 +122,8 @@ def test_max_passage_tokens_keeps_the_first_tokens_of_each_passage(loaded, trunc
     query_tokens = len(tokenizer(QUERY, add_special_tokens=False)["input_ids"])
     room = query_tokens + keep + tokenizer.num_special_tokens_to_add(pair=True)
     expected = [tokenizer(QUERY, p, truncation="only_second", max_length=room, return_tensors="pt") for p in PASSAGES]
-    assert [pair.input_ids.tolist() for pair in pairs] == [e["input_ids"][0].tolist() for e in expected]
-    assert pairs[0].length == pairs[1].length == room  # both passages are longer than `keep` tokens
+    assert token_rows(pairs) == [e["input_ids"][0].tolist() for e in expected]
+    assert pairs.lengths[0] == pairs.lengths[1] == room  # both passages are longer than `keep` tokens
     with torch.inference_mode():
         want = [float(reference.model(**inputs).logits[0, 0]) for inputs in expected]
     assert encoder.score(pairs) == pytest.approx(want, abs=1e-4)
@@ -130,9 +132,9 @@ def test_max_passage_tokens_keeps_the_first_tokens_of_each_passage(loaded, trunc
 def test_max_passage_tokens_then_end_still_fits_the_limit(loaded):
     encoder, _ = loaded
     pairs = encoder.encode("lorem ipsum dolor " * 400, ["a passage", "berlin " * 600], "END", max_passage_tokens=100)
-    assert [p.length for p in pairs] == [512, 512]
+    assert pairs.lengths.tolist() == [512, 512]
     capped = encoder.encode(QUERY, PASSAGES, "END", max_passage_tokens=10_000)
-    assert [p.input_ids.tolist() for p in capped] == [p.input_ids.tolist() for p in encoder.encode(QUERY, PASSAGES, "END")]
+    assert token_rows(capped) == token_rows(encoder.encode(QUERY, PASSAGES, "END"))
 
 
 def test_a_llama_classifier_scores_a_padded_batch_as_it_scores_each_pair_alone(tmp_path):
@@ -143,6 +145,6 @@ def test_a_llama_classifier_scores_a_padded_batch_as_it_scores_each_pair_alone(t
     assert not encoder.uses_token_type_ids
     pairs = encoder.encode(QUERY, PASSAGES, "END")
     batched = encoder.score(pairs)
-    alone = [encoder.score([pair])[0] for pair in pairs]
+    alone = [encoder.score(pairs.take([i]))[0] for i in range(len(pairs))]
     assert batched == pytest.approx(alone, abs=1e-4)
     assert len(set(round(x, 4) for x in alone)) > 1

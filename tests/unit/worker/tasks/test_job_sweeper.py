@@ -7,7 +7,7 @@ import redis
 
 from shared.job_keys import JOBS_INDEX, done_key, job_key, leases_key
 from tests.processes import start_redis
-from worker import job_sweeper, job_tasks
+from worker.tasks import job_chunks, job_sweeper
 
 
 @pytest.fixture
@@ -20,7 +20,7 @@ def client(tmp_path):
 @pytest.fixture
 def queued(monkeypatch):
     sent = []
-    monkeypatch.setattr(job_tasks, "send_job_chunk", lambda app, **chunk: sent.append((chunk["job_id"], chunk["chunk"])))
+    monkeypatch.setattr(job_chunks, "send_job_chunk", lambda app, **chunk: sent.append((chunk["job_id"], chunk["chunk"])))
     return sent
 
 

@@ -5,7 +5,8 @@ visibility timeout. Committing is one Lua script that records the chunk as done 
 counters only the first time, so a chunk run twice is counted once. The run that commits chunk n
 queues chunk n + RERANK_JOB_WINDOW, so a job keeps a bounded number of chunks queued and never fills a
 worker's task slots ahead of interactive requests. Every queued or running chunk holds a lease that its
-worker renews; worker/job_sweeper.py queues again any chunk whose lease lapsed or that the chain lost.
+worker renews; worker/tasks/job_sweeper.py queues again any chunk whose lease lapsed or that the chain lost.
+A chunk whose engine stopped mid-way is not committed: it is queued again, for a worker whose engine runs.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from shared.job_keys import chunk_key, done_key, job_key, job_keys, leases_key
 from shared.job_schemas import ChunkEntry, result_line
 from shared.schemas import RankResult, build_ranking_response
 from shared.settings import get_settings
-from worker import tasks
+from worker.tasks.app import app, current_state, fleet_task, score_distinct
 
 log = logging.getLogger(__name__)
 
@@ -79,14 +80,19 @@ def entry_line(entry: ChunkEntry, outcome: RankResult | RerankError) -> str:
 
 
 def score_entries(entries: list[ChunkEntry]) -> list[RankResult | RerankError]:
-    """Each request's scores, its pairs queued behind interactive work; a bad request fails alone."""
-    state = tasks.current_state()
-    pending: list[tuple[list, Future] | RerankError] = []
+    """Each request's scores, its pairs queued behind interactive work; a bad request fails alone.
+
+    UNAVAILABLE (the engine stopped) is raised, not given as the request's outcome: the chunk runs again.
+    """
+    state = current_state()
+    pending: list[tuple[object, Future] | RerankError] = []
     for entry in entries:
         try:
-            pairs = state.encoder.encode(entry.query, entry.passages, entry.truncate)
-            pending.append((pairs, tasks.score_distinct(state.batcher, pairs, background=True)))
+            pairs = state.tokenizer.encode(entry.query, entry.passages, entry.truncate)
+            pending.append((pairs, score_distinct(state.engine, pairs, background=True)))
         except RerankError as error:
+            if error.type is ErrorType.UNAVAILABLE:
+                raise
             pending.append(error)
     outcomes: list[RankResult | RerankError] = []
     for item in pending:
@@ -96,11 +102,16 @@ def score_entries(entries: list[ChunkEntry]) -> list[RankResult | RerankError]:
         pairs, future = item
         try:
             logits = future.result()
+        except RerankError as error:
+            if error.type is ErrorType.UNAVAILABLE:
+                raise
+            outcomes.append(error)
+            continue
         except Exception:
             log.exception("a batch-job forward pass failed")
             outcomes.append(RerankError(ErrorType.INTERNAL, "the worker failed to score this request"))
             continue
-        outcomes.append(RankResult(logits=logits, token_counts=[pair.length for pair in pairs]))
+        outcomes.append(RankResult(logits=logits.tolist(), token_counts=pairs.lengths.tolist()))
     return outcomes
 
 
@@ -148,10 +159,10 @@ running_chunks = RunningChunks()
 def queue_chunk(client: redis.Redis, *, job_id: str, model: str, chunk: int, window: int) -> None:
     """Lease a chunk, then queue it."""
     client.hset(leases_key(job_id), chunk, time.time())
-    send_job_chunk(tasks.app, job_id=job_id, model=model, chunk=chunk, window=window)
+    send_job_chunk(app, job_id=job_id, model=model, chunk=chunk, window=window)
 
 
-@tasks.fleet_task(JOB_CHUNK_TASK, acks_late=True, reject_on_worker_lost=True, ignore_result=True)
+@fleet_task(JOB_CHUNK_TASK, acks_late=True, reject_on_worker_lost=True, ignore_result=True)
 def job_chunk(payload: dict) -> dict:
     """Score one chunk of a batch job; the run that commits it queues the job's next chunk."""
     job_id, chunk_no, window = payload["job_id"], int(payload["chunk"]), int(payload["window"])
@@ -167,6 +178,10 @@ def job_chunk(payload: dict) -> dict:
         client.hset(leases_key(job_id), chunk_no, time.time())
         entries = [ChunkEntry.model_validate(e) for e in json.loads(raw)]
         committed = commit(job_id, chunk_no, entries, score_entries(entries))
+    except RerankError as error:  # UNAVAILABLE: this worker's engine stopped; another run scores the chunk
+        log.warning("chunk %d of job %s not scored (%s); queued again", chunk_no, job_id, error.message)
+        queue_chunk(client, job_id=job_id, model=payload["model"], chunk=chunk_no, window=window)
+        return {"chunk": chunk_no, "committed": False, "queued_again": True}
     finally:
         running_chunks.remove(job_id, chunk_no)
     total = int(client.hget(job_key(job_id), "chunks_total") or 0)

@@ -14,12 +14,12 @@ import time
 from celery import signals
 
 from shared.log_format import request_id
-from worker.metrics import WorkerMetrics
+from worker.metrics import TaskMetrics
 
 log = logging.getLogger("worker.tasks")
 
 
-def install_task_signals(metrics: WorkerMetrics) -> None:
+def install_task_signals(metrics: TaskMetrics) -> None:
     """Connect the hooks for this process (once, from the worker entrypoint)."""
     started: dict[str, tuple[float, object]] = {}  # task id -> (start time, request-id context token)
 

@@ -1,0 +1,248 @@
+"""What the fleet costs on top of the model: a near-free cross-encoder, the fleet over HTTP against an in-process loop.
+
+The model (`ops.models.builder near-free`: BERT, hidden 32, one layer) scores a pair in next to no time, as
+a GPU scores MiniLM, so what is measured is the path: HTTP, Redis, Celery, tokenizing, batching, results.
+
+Variants, in alternating order every round, on the same requests (`--requests` of `--passages` short
+passages, sent by `--clients` concurrent HTTP clients in a closed loop; bodies serialised once, up front):
+- `raw`: a careful in-process loop, one request after another: the fast tokenizer over the request's pairs
+  (truncated to 512 tokens), pairs sorted by length, token-budget batches (`--budget`), padded forward
+  passes of the transformers model, logits put back in request order;
+- `fleet`: this checkout's fleet (redis-server, one worker, uvicorn) over HTTP;
+- `baseline`: the same fleet from another checkout (`--baseline-repo DIR`, e.g. a git worktree of an
+  earlier commit), on the same Redis, for before/after figures from one run.
+
+For each fleet it reports pairs/s, the ratio to `raw`, and the CPU time per pair of each process (from
+/proc, children included: a worker's engine process counts as the worker), with the worker's time in
+forward passes (its own batch statistics) taken out: `worker_outside_forward_us`.
+
+Usage: python -m ops.bench.overhead [--baseline-repo DIR] [--repeats 3] [--requests 48] [--out DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import statistics
+import subprocess
+import tempfile
+import threading
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import httpx
+import numpy as np
+import torch
+from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+from ops.bench.jobs import vocabulary
+from ops.bench.workload import token_budget_batches
+from ops.models.builder import build_bert
+from ops.processes import REPO_ROOT, Proc, start_api, start_redis, start_worker, worker_report
+
+MAX_LENGTH = 512
+
+
+def make_bodies(args: argparse.Namespace) -> list[tuple[str, list[str]]]:
+    """`args.requests` requests: an 8-word query and `args.passages` passages of 8-24 words."""
+    words, rng = vocabulary(), random.Random(args.seed)
+    return [
+        (" ".join(rng.choices(words, k=8)),
+         [" ".join(rng.choices(words, k=rng.randint(8, 24))) for _ in range(args.passages)])
+        for _ in range(args.requests)
+    ]  # fmt: skip
+
+
+class InProcessLoop:
+    """The fast tokenizer and the transformers model in this process, as a careful user would write it."""
+
+    def __init__(self, model_dir: str, budget: int) -> None:
+        self.tokenizer = AutoTokenizer.from_pretrained(model_dir).backend_tokenizer
+        self.tokenizer.enable_truncation(MAX_LENGTH, strategy="only_second")
+        self.tokenizer.no_padding()
+        self.model = AutoModelForSequenceClassification.from_pretrained(model_dir, dtype=torch.float32).eval()
+        self.budget = budget
+
+    def score(self, query: str, passages: list[str]) -> np.ndarray:
+        encodings = self.tokenizer.encode_batch([(query, passage) for passage in passages])
+        lengths = [len(encoding.ids) for encoding in encodings]
+        logits = np.empty(len(passages), dtype=np.float32)
+        for batch in token_budget_batches(lengths, self.budget):
+            width = max(lengths[i] for i in batch)
+            ids, types, mask = (np.zeros((len(batch), width), dtype=np.int64) for _ in range(3))
+            for row, i in enumerate(batch):
+                n = lengths[i]
+                ids[row, :n], types[row, :n], mask[row, :n] = encodings[i].ids, encodings[i].type_ids, 1
+            with torch.inference_mode():
+                out = self.model(input_ids=torch.from_numpy(ids), token_type_ids=torch.from_numpy(types),
+                                 attention_mask=torch.from_numpy(mask)).logits[:, 0]  # fmt: skip
+            logits[batch] = out.numpy()
+        return logits
+
+    def run(self, bodies: list[tuple[str, list[str]]]) -> dict:
+        started = time.perf_counter()
+        for query, passages in bodies:
+            self.score(query, passages)
+        seconds = time.perf_counter() - started
+        pairs = sum(len(p) for _, p in bodies)
+        return {"seconds": seconds, "pairs": pairs, "pairs_per_s": pairs / seconds}
+
+
+def cpu_seconds(pid: int, *, children: bool = True) -> float:
+    """User and system CPU time of a process and (unless told not to) all its descendants still alive (/proc)."""
+    descendants: dict[int, list[int]] = {}
+    stats: dict[int, list[str]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            stats[int(entry)] = fields
+            descendants.setdefault(int(fields[1]), []).append(int(entry))
+    total, todo = 0.0, [pid]
+    while todo:
+        current = todo.pop()
+        if current in stats:
+            total += (int(stats[current][11]) + int(stats[current][12])) / os.sysconf("SC_CLK_TCK")
+        if children:
+            todo += descendants.get(current, [])
+    return total
+
+
+class Fleet:
+    """One fleet's worker and API (from `repo`) on a shared Redis, sent requests by `clients` HTTP clients."""
+
+    def __init__(self, name: str, repo: Path, work: Path, redis_url: str, model_dir: str, threads: int) -> None:
+        self.name, self.redis_url, self.model_id = name, redis_url, f"overhead-{name}"
+        self.worker = start_worker(work, redis_url=redis_url, model=model_dir, model_id=self.model_id, repo=repo,
+                                   torch_threads=threads, log_level="warning")  # fmt: skip
+        self.api = start_api(work, redis_url=redis_url, model=model_dir, model_id=self.model_id, repo=repo,
+                             grpc_port=0, log_level="warning")  # fmt: skip
+
+    def stop(self) -> None:
+        self.api.stop()
+        self.worker.stop()
+
+    def forward_seconds(self) -> float:
+        return worker_report(self.redis_url, self.worker.extra["name"])["batch_stats"]["forward_seconds"]
+
+    def payloads(self, bodies: list[tuple[str, list[str]]]) -> list[bytes]:
+        return [
+            json.dumps({"model": self.model_id, "query": {"text": query}, "truncate": "END",
+                        "passages": [{"text": passage} for passage in passages]}).encode()
+            for query, passages in bodies
+        ]  # fmt: skip
+
+    def run(self, payloads: list[bytes], clients: int, pids: dict[str, int]) -> dict:
+        todo = list(reversed(payloads))
+        lock, errors = threading.Lock(), []
+
+        def client() -> None:
+            with httpx.Client(base_url=self.api.extra["url"], timeout=120) as http:
+                while True:
+                    with lock:
+                        if not todo:
+                            return
+                        body = todo.pop()
+                    response = http.post("/v1/ranking", content=body, headers={"Content-Type": "application/json"})
+                    if response.status_code != 200:
+                        errors.append(response.text[:200])
+
+        threads = [threading.Thread(target=client) for _ in range(clients)]
+        cpu_before = {name: cpu_seconds(pid, children=name != "bench") for name, pid in pids.items()}
+        forward_before = self.forward_seconds()
+        started = time.perf_counter()
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        seconds = time.perf_counter() - started
+        cpu = {name: cpu_seconds(pid, children=name != "bench") - cpu_before[name] for name, pid in pids.items()}
+        forward = self.forward_seconds() - forward_before
+        if errors:
+            raise RuntimeError(f"{self.name}: {len(errors)} request(s) failed, first: {errors[0]}")
+        return {"seconds": seconds, "cpu_seconds": cpu, "forward_seconds": forward}
+
+
+def summarize(run: dict, pairs: int, raw_pairs_per_s: float) -> dict:
+    per_pair = {f"{name}_cpu_us": round(1e6 * value / pairs, 1) for name, value in run["cpu_seconds"].items()}
+    return {
+        "pairs_per_s": round(pairs / run["seconds"], 1),
+        "fleet_over_raw": round(pairs / run["seconds"] / raw_pairs_per_s, 3),
+        **per_pair,
+        "worker_forward_us": round(1e6 * run["forward_seconds"] / pairs, 1),
+        "worker_outside_forward_us": round(1e6 * (run["cpu_seconds"]["worker"] - run["forward_seconds"]) / pairs, 1),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--baseline-repo", type=Path, help="another checkout whose fleet is measured beside this one")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--requests", type=int, default=48)
+    parser.add_argument("--passages", type=int, default=512)
+    parser.add_argument("--clients", type=int, default=8)
+    parser.add_argument("--budget", type=int, default=2048, help="the in-process loop's padded tokens per pass")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads of the workers and of the loop")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", type=Path, help="directory for the JSON result")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    work = Path(tempfile.mkdtemp(prefix="bench-overhead-"))
+    model_dir = str(build_bert(work / "near-free", seed=1, layers=1))
+    bodies = make_bodies(args)
+    pairs = sum(len(p) for _, p in bodies)
+    raw = InProcessLoop(model_dir, args.budget)
+    raw.run(bodies[:2])  # warm up
+    redis = start_redis(work)
+    fleets: list[Fleet] = []
+    rounds: list[dict] = []
+    try:
+        checkouts = [("fleet", REPO_ROOT)] + ([("baseline", args.baseline_repo.resolve())] if args.baseline_repo else [])
+        fleets = [Fleet(name, repo, work, redis.extra["url"], model_dir, args.threads) for name, repo in checkouts]
+        payloads = {fleet.name: fleet.payloads(bodies) for fleet in fleets}
+        for fleet in fleets:  # warm up: connections, first passes
+            fleet.run(payloads[fleet.name][: args.clients], args.clients, {})
+        for number in range(args.repeats):
+            result = {"raw": raw.run(bodies)}
+            order = fleets if number % 2 == 0 else list(reversed(fleets))
+            for fleet in order:
+                pids = {"worker": fleet.worker.process.pid, "api": fleet.api.process.pid, "redis": redis.process.pid,
+                        "bench": os.getpid()}  # fmt: skip
+                result[fleet.name] = summarize(fleet.run(payloads[fleet.name], args.clients, pids), pairs,
+                                               result["raw"]["pairs_per_s"])  # fmt: skip
+            result["raw"]["pairs_per_s"] = round(result["raw"]["pairs_per_s"], 1)
+            rounds.append(result)
+            print(json.dumps(result), flush=True)
+    finally:
+        for fleet in fleets:
+            fleet.stop()
+        redis.stop()
+    medians = {
+        name: {key: statistics.median(r[name][key] for r in rounds) for key in rounds[0][name] if key != "seconds"}
+        for name in rounds[0]
+    }
+    report = {
+        "when": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "commit": subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                                 cwd=REPO_ROOT).stdout.strip(),  # fmt: skip
+        "baseline": str(args.baseline_repo) if args.baseline_repo else None,
+        "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+        "pairs_per_round": pairs,
+        "rounds": rounds,
+        "median": medians,
+    }
+    print(json.dumps(report["median"], indent=2))
+    if args.out:
+        args.out.mkdir(parents=True, exist_ok=True)
+        path = args.out / f"bench-overhead-{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}.json"
+        path.write_text(json.dumps(report, indent=2) + "\n")
+        print(f"written: {path}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,51 @@
+"""An engine process with a fake model, for testing the Celery side's client against a real process and socket.
+
+    python -m tests.unit.worker.engine.fake_engine --fd N [--pass-seconds S] [--fatal MESSAGE]
+
+Its model scores a pair as its first token id and takes `--pass-seconds` per forward pass; `--fatal` makes it
+refuse to start, as an engine whose model cannot be loaded does. It runs the real engine loop (worker/engine/loop.py), without torch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import socket
+import sys
+import time
+
+import numpy as np
+
+from worker.engine import protocol
+from worker.engine.loop import Engine
+from worker.engine.protocol import Kind
+from worker.engine.scheduler import Scheduler
+from worker.metrics import EngineMetrics
+
+
+def fake_model(pass_seconds: float):
+    def score(pairs) -> np.ndarray:
+        time.sleep(pass_seconds)
+        if (pairs.input_ids == 666).any():
+            raise RuntimeError("the fake model cannot score token 666")
+        return pairs.input_ids[pairs.starts].astype(np.float32)
+
+    return score
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--fd", type=int, required=True)
+    parser.add_argument("--pass-seconds", type=float, default=0.0)
+    parser.add_argument("--fatal")
+    args = parser.parse_args()
+    connection = socket.socket(fileno=args.fd)
+    if args.fatal:
+        connection.sendall(protocol.encode_json(Kind.FATAL, {"message": args.fatal}))
+        return 2
+    connection.sendall(protocol.encode_json(Kind.READY, {"device": "cpu", "max_seq_len": 512, "pid": 0}))
+    Engine(connection, fake_model(args.pass_seconds), Scheduler(max_batch_tokens=64), EngineMetrics()).run()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

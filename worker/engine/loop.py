@@ -1,0 +1,106 @@
+"""The engine's loop: frames in, batches through the model, results out, on one thread.
+
+It knows the model only as a function of a batch's flat token arrays to its logits, and torch not at all.
+"""
+
+from __future__ import annotations
+
+import logging
+import selectors
+import socket
+import time
+from typing import Callable
+
+import numpy as np
+
+from worker.engine import protocol
+from worker.engine.protocol import Kind, ScoreResult, Status
+from worker.engine.scheduler import Request, Scheduler
+from worker.metrics import EngineMetrics
+from worker.text.tokenization import EncodedPairs
+
+log = logging.getLogger("worker.engine")
+
+RECEIVE_BYTES = 1 << 20
+
+
+class Engine:
+    """The loop: frames in, batches through the model, results out."""
+
+    def __init__(
+        self,
+        connection: socket.socket,
+        score: Callable[[EncodedPairs], np.ndarray],
+        scheduler: Scheduler,
+        metrics: EngineMetrics,
+    ) -> None:
+        self._connection = connection
+        self._score = score
+        self._metrics = metrics
+        self._scheduler = scheduler
+        self._reader = protocol.FrameReader()
+        self._selector = selectors.DefaultSelector()
+        self._selector.register(connection, selectors.EVENT_READ)
+        self._busy_since_stats = 0.0
+        self._stats_at = time.monotonic()
+
+    def run(self) -> None:
+        """Serve until the Celery process closes its end of the socket."""
+        while self._receive(block=not self._scheduler.pending()):
+            for request in self._scheduler.drop_expired():
+                self._send(protocol.encode_result(ScoreResult(request.request_id, Status.EXPIRED)))
+            batch = self._scheduler.next_batch()
+            if batch is None:
+                continue
+            started = time.perf_counter()
+            try:
+                logits = self._score(batch.pairs)
+            except Exception as exc:  # a failed pass fails the requests in it, not the engine
+                log.exception("forward pass of %d pairs failed", len(batch.pairs))
+                self._metrics.record_forward_failure(type(exc).__name__)
+                message = f"the forward pass failed ({type(exc).__name__})"
+                for request in self._scheduler.fail(batch):
+                    self._send(protocol.encode_result(ScoreResult(request.request_id, Status.FAILED, message=message)))
+                continue
+            seconds = time.perf_counter() - started
+            self._busy_since_stats += seconds
+            self._metrics.record_batch(batch.pairs.lengths, seconds)
+            for request in self._scheduler.complete(batch, logits, seconds):
+                self._send(protocol.encode_result(ScoreResult(request.request_id, Status.OK, request.logits)))
+
+    def _receive(self, *, block: bool) -> bool:
+        """Take in every frame that has arrived, waiting for one if `block`; False once the peer has gone."""
+        waited = time.perf_counter()
+        ready = self._selector.select(None if block else 0)
+        if block:
+            self._metrics.device_idle_seconds.inc(time.perf_counter() - waited)
+        while ready:
+            try:
+                data = self._connection.recv(RECEIVE_BYTES, socket.MSG_DONTWAIT)
+            except BlockingIOError:
+                break
+            if not data:
+                return False
+            for kind, payload in self._reader.feed(data):
+                self._handle(kind, payload)
+        return True
+
+    def _handle(self, kind: Kind, payload: memoryview) -> None:
+        if kind is Kind.SCORE:
+            score = protocol.decode_score(payload)
+            if not len(score.pairs):
+                self._send(protocol.encode_result(ScoreResult(score.request_id, Status.OK, np.zeros(0, np.float32))))
+                return
+            self._scheduler.add(Request(score.request_id, score.pairs, score.background, score.deadline))
+        elif kind is Kind.STATS:
+            self._send(protocol.encode_json(Kind.STATS, self.stats()))
+
+    def stats(self) -> dict:
+        """Batch statistics and metric families, and the device's busy fraction since the last call."""
+        now = time.monotonic()
+        self._metrics.device_busy_ratio.set(min(1.0, self._busy_since_stats / max(now - self._stats_at, 1e-9)))
+        self._busy_since_stats, self._stats_at = 0.0, now
+        return {"batch_stats": self._scheduler.stats.as_dict(), "metrics": self._metrics.snapshot()}
+
+    def _send(self, frame: bytes) -> None:
+        self._connection.sendall(frame)

@@ -1,0 +1,99 @@
+"""The worker's Celery app and what its tasks share: the one task decorator, the tokenizer and the engine.
+
+Task bodies run on Celery's thread pool in the worker's Celery process: they decode the task, tokenize
+(worker/text), hand the pairs to the engine process (worker/engine/client.py) and encode the result. None of
+that runs in the engine's interpreter, whose one thread only batches and runs forward passes.
+"""
+
+from __future__ import annotations
+
+import logging
+from concurrent.futures import Future
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from celery import Celery
+
+from shared.celery_app import create_celery_app
+from shared.errors import ErrorType, RerankError
+from shared.settings import get_settings
+from worker.engine.client import EngineClient
+from worker.text.distinct import distinct_pairs
+from worker.text.tokenization import EncodedPairs, PairTokenizer
+
+log = logging.getLogger(__name__)
+
+app: Celery = create_celery_app(get_settings())
+
+
+@dataclass
+class WorkerState:
+    """What the tasks of this process share: the model's id, its tokenizer, and the engine that scores."""
+
+    model_id: str
+    tokenizer: PairTokenizer
+    engine: EngineClient
+
+
+_state: WorkerState | None = None
+
+
+def current_state() -> WorkerState:
+    """This process's tokenizer and engine; UNAVAILABLE until the entrypoint has installed them."""
+    if _state is None:
+        raise RerankError(ErrorType.UNAVAILABLE, "the worker has not finished loading its model", retry_after=1)
+    return _state
+
+
+def install_state(state: WorkerState) -> None:
+    """Called once by the worker entrypoint after the engine has loaded the model, before tasks are consumed."""
+    global _state
+    _state = state
+
+
+def fleet_task(name: str, **options: Any) -> Callable:
+    """The one task decorator of the project: name, JSON in and out, errors returned as data.
+
+    A task returns {"ok": ...} or {"error": {"type", "message"}}; it never raises, so no exception text
+    crosses Redis and the API maps errors through the shared taxonomy. `options` go to Celery's
+    `app.task` (interactive default: result stored, acknowledged on start).
+    """
+    options = {"ignore_result": False, "acks_late": False, **options}
+
+    def decorate(body: Callable[[dict], dict]) -> Any:
+        def run(payload: dict) -> dict:
+            try:
+                return {"ok": body(payload)}
+            except RerankError as exc:
+                return {"error": exc.to_dict()}
+            except Exception:
+                log.exception("task %s failed", name)
+                return {"error": RerankError(ErrorType.INTERNAL, "the worker failed to score the request").to_dict()}
+
+        run.__name__ = body.__name__
+        run.__doc__ = body.__doc__
+        return app.task(name=name, **options)(run)
+
+    return decorate
+
+
+def score_distinct(engine: EngineClient, pairs: EncodedPairs, **options: Any) -> Future:
+    """Send one request's pairs with identical ones scored once; a future of one logit per pair.
+
+    Identical inputs (the same passage twice, or passages that END truncation cut to the same tokens) then
+    get identical logits, which rows of one batched forward pass do not promise in their last bits, and
+    cost one pass. `options` go to `EngineClient.score`.
+    """
+    rows, groups = distinct_pairs(pairs)
+    if len(rows) == len(pairs):
+        return engine.score(pairs, **options)
+    expanded: Future = Future()
+
+    def expand(scored: Future) -> None:
+        if scored.exception() is not None:
+            expanded.set_exception(scored.exception())
+        else:
+            expanded.set_result(scored.result()[groups])
+
+    engine.score(pairs.take(rows), **options).add_done_callback(expand)
+    return expanded
