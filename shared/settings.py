@@ -43,11 +43,14 @@ class Settings(BaseSettings):
     packed_forward: Literal["auto", "on", "off"] = Field(
         "auto",
         description="Run BERT, RoBERTa and XLM-R models over packed tokens, so padding costs only attention "
-        "(worker/model/packed_forward.py): `auto` on a CPU, where it was measured (ops/BENCHMARKS.md); `on` on any "
-        "device; `off` for transformers' padded forward. Other architectures always take the padded forward.",
+        "(worker/model/packed_forward.py): `auto` on a CPU for models of hidden size 256 or more, where it was "
+        "measured faster (ops/BENCHMARKS.md); `on` on any device and size; `off` for transformers' padded forward. "
+        "Other architectures always take the padded forward.",
     )
     torch_threads: int | None = Field(
-        None, ge=1, description="Intra-op threads of a CPU worker. Default: torch's own choice (the cores)."
+        None, ge=1,
+        description="Intra-op threads of a CPU worker's engine process (its forward passes). Default: torch's own "
+        "choice (the cores).",
     )
     cpu_workers: int = Field(
         1, ge=1, le=64,

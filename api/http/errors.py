@@ -6,7 +6,8 @@ import logging
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from api.ranking.metrics import count_error
@@ -37,6 +38,11 @@ ERROR_RESPONSES = {
     if type_ is not ErrorType.INVALID_BODY
 }
 ERROR_RESPONSES[422] = {"model": ErrorEnvelope, "description": ErrorType.INVALID_BODY.value}
+
+
+def json_response(body: BaseModel, status: int = 200) -> Response:
+    """A response model as JSON, serialised once (FastAPI would validate a returned model again first)."""
+    return Response(body.model_dump_json(), status_code=status, media_type="application/json")
 
 
 def error_response(error: RerankError, status: int | None = None) -> JSONResponse:

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Request, Response
 
 from api.http.dependencies import ranking_service
-from api.http.errors import ERROR_RESPONSES
+from api.http.errors import ERROR_RESPONSES, json_response
 from api.http.middleware.auth import require_api_key
 from api.http.middleware.disconnect import unless_disconnected
 from api.ranking.service import RankingService
@@ -15,7 +15,7 @@ router = APIRouter(dependencies=[Depends(require_api_key)], responses=ERROR_RESP
 
 
 @router.post("/v1/ranking", response_model=RankingResponse, tags=["ranking"])
-async def rank(body: RankingRequest, request: Request, service: RankingService = Depends(ranking_service)) -> RankingResponse:
+async def rank(body: RankingRequest, request: Request, service: RankingService = Depends(ranking_service)) -> Response:
     """Rank passages by relevance to the query (NVIDIA NIM contract)."""
     result = await unless_disconnected(request, service.score(
         model=body.model,
@@ -24,4 +24,4 @@ async def rank(body: RankingRequest, request: Request, service: RankingService =
         truncate=body.truncate,
         request_id=request.state.request_id,
     ))
-    return build_ranking_response(result, body.limit)
+    return json_response(build_ranking_response(result, body.limit))

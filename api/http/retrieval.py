@@ -6,10 +6,10 @@ workers, limits, auth and errors apply.
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Request, Response
 
 from api.http.dependencies import ranking_service
-from api.http.errors import ERROR_RESPONSES
+from api.http.errors import ERROR_RESPONSES, json_response
 from api.http.middleware.auth import require_api_key
 from api.http.middleware.disconnect import unless_disconnected
 from api.ranking.model_names import normalise_model_name
@@ -23,7 +23,7 @@ router = APIRouter(dependencies=[Depends(require_api_key)], responses=ERROR_RESP
 @router.post("/v1/retrieval/{model:path}/reranking", response_model=RankingResponse, tags=["ranking"])
 async def retrieval_rerank(
     model: str, body: RankingRequest, request: Request, service: RankingService = Depends(ranking_service)
-) -> RankingResponse:
+) -> Response:
     """/v1/ranking under the model's own path (LiteLLM's default `nvidia_nim` route); `top_k` is applied."""
     if normalise_model_name(body.model) != normalise_model_name(model):
         raise RerankError(ErrorType.VALIDATION, f"the body's model {body.model!r} is not the URL's model {model!r}")
@@ -34,4 +34,4 @@ async def retrieval_rerank(
         truncate=body.truncate,
         request_id=request.state.request_id,
     ))
-    return build_ranking_response(result, body.limit)
+    return json_response(build_ranking_response(result, body.limit))

@@ -17,22 +17,38 @@ def check_request(settings: Settings, query: str, passages: list[str]) -> None:
             ErrorType.TOO_LARGE,
             f"{len(passages)} passages sent; at most {settings.max_passages} are accepted per request",
         )
-    total = 0
-    for name, text in (("query", query), *((f"passages[{i}]", p) for i, p in enumerate(passages))):
-        if len(text) > settings.max_passage_chars:
-            raise RerankError(
-                ErrorType.TOO_LARGE,
-                f"{name} has {len(text)} characters; at most {settings.max_passage_chars} are accepted "
-                "(RERANK_MAX_PASSAGE_CHARS)",
-            )
-        total += len(text)
-        try:
-            text.encode("utf-8")
-        except UnicodeEncodeError:
-            raise RerankError(ErrorType.VALIDATION, f"{name} is not valid Unicode (a lone surrogate)") from None
+    texts = [query, *passages]  # index 0 is the query, i + 1 is passage i
+    lengths = list(map(len, texts))
+    limit = settings.max_passage_chars
+    too_long = next((i for i, n in enumerate(lengths) if n > limit), None) if max(lengths) > limit else None
+    not_unicode = None
+    try:
+        "".join(texts).encode("utf-8")  # one check of every text; only a failure looks for the culprit
+    except UnicodeEncodeError:
+        not_unicode = next(i for i, text in enumerate(texts) if not _encodes(text))
+    if too_long is not None and (not_unicode is None or too_long <= not_unicode):
+        raise RerankError(
+            ErrorType.TOO_LARGE,
+            f"{_name(too_long)} has {lengths[too_long]} characters; at most {limit} are accepted (RERANK_MAX_PASSAGE_CHARS)",
+        )
+    if not_unicode is not None:
+        raise RerankError(ErrorType.VALIDATION, f"{_name(not_unicode)} is not valid Unicode (a lone surrogate)")
+    total = sum(lengths)
     if total > settings.max_request_chars:
         raise RerankError(
             ErrorType.TOO_LARGE,
             f"the request has {total} characters; at most {settings.max_request_chars} are accepted "
             "(RERANK_MAX_REQUEST_CHARS)",
         )
+
+
+def _name(index: int) -> str:
+    return "query" if index == 0 else f"passages[{index - 1}]"
+
+
+def _encodes(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True

@@ -13,8 +13,8 @@ passages, sent by `--clients` concurrent HTTP clients in a closed loop; bodies s
   earlier commit), on the same Redis, for before/after figures from one run.
 
 For each fleet it reports pairs/s, the ratio to `raw`, and the CPU time per pair of each process (from
-/proc, children included: a worker's engine process counts as the worker), with the worker's time in
-forward passes (its own batch statistics) taken out: `worker_outside_forward_us`.
+/proc: `worker` is the worker's Celery process, `engine` its engine process where it has one), and what
+both spent outside forward passes (the engine's own batch statistics give their time): `worker_outside_forward_us`.
 
 Usage: python -m ops.bench.overhead [--baseline-repo DIR] [--repeats 3] [--requests 48] [--out DIR]
 """
@@ -91,35 +91,20 @@ class InProcessLoop:
         return {"seconds": seconds, "pairs": pairs, "pairs_per_s": pairs / seconds}
 
 
-def cpu_seconds(pid: int, *, children: bool = True) -> float:
-    """User and system CPU time of a process and (unless told not to) all its descendants still alive (/proc)."""
-    descendants: dict[int, list[int]] = {}
-    stats: dict[int, list[str]] = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            stats[int(entry)] = fields
-            descendants.setdefault(int(fields[1]), []).append(int(entry))
-    total, todo = 0.0, [pid]
-    while todo:
-        current = todo.pop()
-        if current in stats:
-            total += (int(stats[current][11]) + int(stats[current][12])) / os.sysconf("SC_CLK_TCK")
-        if children:
-            todo += descendants.get(current, [])
-    return total
+def cpu_seconds(pid: int) -> float:
+    """User and system CPU time of a process (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 class Fleet:
     """One fleet's worker and API (from `repo`) on a shared Redis, sent requests by `clients` HTTP clients."""
 
-    def __init__(self, name: str, repo: Path, work: Path, redis_url: str, model_dir: str, threads: int) -> None:
+    def __init__(self, name: str, repo: Path, work: Path, redis_url: str, model_dir: str, threads: int | None) -> None:
         self.name, self.redis_url, self.model_id = name, redis_url, f"overhead-{name}"
+        settings = {"torch_threads": threads} if threads else {}
         self.worker = start_worker(work, redis_url=redis_url, model=model_dir, model_id=self.model_id, repo=repo,
-                                   torch_threads=threads, log_level="warning")  # fmt: skip
+                                   log_level="warning", **settings)  # fmt: skip
         self.api = start_api(work, redis_url=redis_url, model=model_dir, model_id=self.model_id, repo=repo,
                              grpc_port=0, log_level="warning")  # fmt: skip
 
@@ -128,7 +113,14 @@ class Fleet:
         self.worker.stop()
 
     def forward_seconds(self) -> float:
-        return worker_report(self.redis_url, self.worker.extra["name"])["batch_stats"]["forward_seconds"]
+        """Time in forward passes: the engine thread's CPU time where the worker reports it, else wall time."""
+        stats = worker_report(self.redis_url, self.worker.extra["name"])["batch_stats"]
+        return stats.get("forward_cpu_seconds", stats["forward_seconds"])
+
+    def pids(self) -> dict[str, int]:
+        """The worker's processes: its Celery process, and its engine process where it has one."""
+        engine = worker_report(self.redis_url, self.worker.extra["name"]).get("engine_pid")
+        return {"worker": self.worker.process.pid, "api": self.api.process.pid, **({"engine": engine} if engine else {})}
 
     def payloads(self, bodies: list[tuple[str, list[str]]]) -> list[bytes]:
         return [
@@ -153,7 +145,7 @@ class Fleet:
                         errors.append(response.text[:200])
 
         threads = [threading.Thread(target=client) for _ in range(clients)]
-        cpu_before = {name: cpu_seconds(pid, children=name != "bench") for name, pid in pids.items()}
+        cpu_before = {name: cpu_seconds(pid) for name, pid in pids.items()}
         forward_before = self.forward_seconds()
         started = time.perf_counter()
         for thread in threads:
@@ -161,7 +153,7 @@ class Fleet:
         for thread in threads:
             thread.join()
         seconds = time.perf_counter() - started
-        cpu = {name: cpu_seconds(pid, children=name != "bench") - cpu_before[name] for name, pid in pids.items()}
+        cpu = {name: cpu_seconds(pid) - cpu_before[name] for name, pid in pids.items()}
         forward = self.forward_seconds() - forward_before
         if errors:
             raise RuntimeError(f"{self.name}: {len(errors)} request(s) failed, first: {errors[0]}")
@@ -175,7 +167,9 @@ def summarize(run: dict, pairs: int, raw_pairs_per_s: float) -> dict:
         "fleet_over_raw": round(pairs / run["seconds"] / raw_pairs_per_s, 3),
         **per_pair,
         "worker_forward_us": round(1e6 * run["forward_seconds"] / pairs, 1),
-        "worker_outside_forward_us": round(1e6 * (run["cpu_seconds"]["worker"] - run["forward_seconds"]) / pairs, 1),
+        "worker_outside_forward_us": round(
+            1e6 * (run["cpu_seconds"]["worker"] + run["cpu_seconds"].get("engine", 0) - run["forward_seconds"]) / pairs, 1
+        ),
     }
 
 
@@ -187,11 +181,14 @@ def main() -> None:
     parser.add_argument("--passages", type=int, default=512)
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--budget", type=int, default=2048, help="the in-process loop's padded tokens per pass")
-    parser.add_argument("--threads", type=int, default=1, help="torch threads of the workers and of the loop")
+    parser.add_argument("--threads", type=int, help="torch threads of the workers' engines and of the loop (default: "
+                        "torch's own choice, the cores); with 1, `worker_outside_forward_us` is exact")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, help="directory for the JSON result")
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "true")  # the loop and the workers tokenize alike, on every core
+    if args.threads:
+        torch.set_num_threads(args.threads)
     work = Path(tempfile.mkdtemp(prefix="bench-overhead-"))
     model_dir = str(build_bert(work / "near-free", seed=1, layers=1))
     bodies = make_bodies(args)
@@ -211,8 +208,7 @@ def main() -> None:
             result = {"raw": raw.run(bodies)}
             order = fleets if number % 2 == 0 else list(reversed(fleets))
             for fleet in order:
-                pids = {"worker": fleet.worker.process.pid, "api": fleet.api.process.pid, "redis": redis.process.pid,
-                        "bench": os.getpid()}  # fmt: skip
+                pids = {**fleet.pids(), "redis": redis.process.pid, "bench": os.getpid()}
                 result[fleet.name] = summarize(fleet.run(payloads[fleet.name], args.clients, pids), pairs,
                                                result["raw"]["pairs_per_s"])  # fmt: skip
             result["raw"]["pairs_per_s"] = round(result["raw"]["pairs_per_s"], 1)

@@ -1,6 +1,9 @@
 """The engine's loop: frames in, batches through the model, results out, on one thread.
 
-It knows the model only as a function of a batch's flat token arrays to its logits, and torch not at all.
+It knows the model only as `launch`: a function that starts a forward pass over a batch's flat token arrays
+and returns a function that gives its logits. With `overlap` (CUDA, where a pass is queued, not run, by
+`launch`), the next batch is formed and queued before the last one's logits are awaited, so the device
+does not idle while this thread reads frames, forms batches and sends results. It knows no torch.
 """
 
 from __future__ import annotations
@@ -9,13 +12,14 @@ import logging
 import selectors
 import socket
 import time
+from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
 
 from worker.engine import protocol
 from worker.engine.protocol import Kind, ScoreResult, Status
-from worker.engine.scheduler import Request, Scheduler
+from worker.engine.scheduler import Batch, Request, Scheduler
 from worker.metrics import EngineMetrics
 from worker.text.tokenization import EncodedPairs
 
@@ -30,12 +34,15 @@ class Engine:
     def __init__(
         self,
         connection: socket.socket,
-        score: Callable[[EncodedPairs], np.ndarray],
+        launch: Callable[[EncodedPairs], Callable[[], np.ndarray]],
         scheduler: Scheduler,
         metrics: EngineMetrics,
+        *,
+        overlap: bool = False,
     ) -> None:
         self._connection = connection
-        self._score = score
+        self._launch = launch
+        self._overlap = overlap
         self._metrics = metrics
         self._scheduler = scheduler
         self._reader = protocol.FrameReader()
@@ -46,27 +53,45 @@ class Engine:
 
     def run(self) -> None:
         """Serve until the Celery process closes its end of the socket."""
-        while self._receive(block=not self._scheduler.pending()):
+        in_flight: _Pass | None = None
+        while self._receive(block=not self._scheduler.pending() and in_flight is None):
             for request in self._scheduler.drop_expired():
                 self._send(protocol.encode_result(ScoreResult(request.request_id, Status.EXPIRED)))
             batch = self._scheduler.next_batch()
-            if batch is None:
-                continue
-            started = time.perf_counter()
-            try:
-                logits = self._score(batch.pairs)
-            except Exception as exc:  # a failed pass fails the requests in it, not the engine
-                log.exception("forward pass of %d pairs failed", len(batch.pairs))
-                self._metrics.record_forward_failure(type(exc).__name__)
-                message = f"the forward pass failed ({type(exc).__name__})"
-                for request in self._scheduler.fail(batch):
-                    self._send(protocol.encode_result(ScoreResult(request.request_id, Status.FAILED, message=message)))
-                continue
-            seconds = time.perf_counter() - started
-            self._busy_since_stats += seconds
-            self._metrics.record_batch(batch.pairs.lengths, seconds)
-            for request in self._scheduler.complete(batch, logits, seconds):
-                self._send(protocol.encode_result(ScoreResult(request.request_id, Status.OK, request.logits)))
+            launched = self._start(batch) if batch is not None else None
+            if in_flight is not None:
+                self._finish(in_flight)
+            in_flight = launched
+            if in_flight is not None and not self._overlap:
+                self._finish(in_flight)
+                in_flight = None
+
+    def _start(self, batch: Batch) -> "_Pass | None":
+        started, cpu_started = time.perf_counter(), time.thread_time()
+        try:
+            return _Pass(batch, self._launch(batch.pairs), started, cpu_started)
+        except Exception as exc:
+            self._failed(batch, exc)
+            return None
+
+    def _finish(self, done: "_Pass") -> None:
+        try:
+            logits = done.logits()
+        except Exception as exc:  # a failed pass fails the requests in it, not the engine
+            self._failed(done.batch, exc)
+            return
+        seconds, cpu_seconds = time.perf_counter() - done.started, time.thread_time() - done.cpu_started
+        self._busy_since_stats += seconds
+        self._metrics.record_batch(done.batch.pairs.lengths, seconds)
+        for request in self._scheduler.complete(done.batch, logits, seconds, cpu_seconds):
+            self._send(protocol.encode_result(ScoreResult(request.request_id, Status.OK, request.logits)))
+
+    def _failed(self, batch: Batch, exc: Exception) -> None:
+        log.error("forward pass of %d pairs failed", len(batch.pairs), exc_info=exc)
+        self._metrics.record_forward_failure(type(exc).__name__)
+        message = f"the forward pass failed ({type(exc).__name__})"
+        for request in self._scheduler.fail(batch):
+            self._send(protocol.encode_result(ScoreResult(request.request_id, Status.FAILED, message=message)))
 
     def _receive(self, *, block: bool) -> bool:
         """Take in every frame that has arrived, waiting for one if `block`; False once the peer has gone."""
@@ -104,3 +129,13 @@ class Engine:
 
     def _send(self, frame: bytes) -> None:
         self._connection.sendall(frame)
+
+
+@dataclass(frozen=True, slots=True)
+class _Pass:
+    """A forward pass started: its batch, how to get its logits, and when it started (wall and thread CPU)."""
+
+    batch: Batch
+    logits: Callable[[], np.ndarray]
+    started: float
+    cpu_started: float

@@ -76,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
         background_batch_tokens=settings.job_batch_tokens,
         background_forward_seconds=settings.job_forward_ms / 1000,
     )
-    Engine(connection, encoder.score, scheduler, metrics).run()
+    Engine(connection, encoder.launch, scheduler, metrics, overlap=encoder.device.type == "cuda").run()
     return 0
 
 

@@ -34,6 +34,7 @@ class BatchStats:
     real_tokens: int = 0
     padded_tokens: int = 0
     forward_seconds: float = 0.0  # time spent in forward passes: busy / wall time is the model's utilisation
+    forward_cpu_seconds: float = 0.0  # CPU time of the engine's thread in them (its other torch threads not counted)
     shared_batches: int = 0  # batches holding pairs of more than one request
     max_requests_in_batch: int = 0
     # batches by pairs and by padded tokens, in power-of-two buckets keyed by their upper bound
@@ -159,9 +160,10 @@ class Scheduler:
                 queue.remove(request)
         return Batch(EncodedPairs.concat([request.pairs.take(taken) for request, taken in parts]), parts)
 
-    def complete(self, batch: Batch, logits: np.ndarray, seconds: float) -> list[Request]:
-        """Record a batch's logits (in the order of its rows); return the requests it completed."""
+    def complete(self, batch: Batch, logits: np.ndarray, seconds: float, cpu_seconds: float = 0.0) -> list[Request]:
+        """Record a batch's logits (in the order of its rows) and how long its pass took; the requests it completed."""
         self._count(batch, seconds)
+        self.stats.forward_cpu_seconds += cpu_seconds
         done, row = [], 0
         for request, positions in batch.parts:
             request.logits[positions] = logits[row : row + len(positions)]

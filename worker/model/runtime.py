@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -91,7 +91,7 @@ class CrossEncoder:
             uses_token_type_ids="token_type_ids" in hf_tokenizer.model_input_names,
             max_seq_len=limit,
             device=device,
-            packed=PackedForward.of(model) if use_packed(settings.packed_forward, device) else None,
+            packed=PackedForward.of(model) if use_packed(settings.packed_forward, device, config.hidden_size) else None,
         )
         log.info(
             "loaded %s on %s (%s, %s forward), token limit %d, in %.1fs",
@@ -108,10 +108,33 @@ class CrossEncoder:
 
     def score(self, pairs: EncodedPairs) -> np.ndarray:
         """One forward pass over `pairs` (packed, or padded to the longest); float32 logits in the same order."""
+        return self.launch(pairs)()
+
+    def launch(self, pairs: EncodedPairs) -> Callable[[], np.ndarray]:
+        """Start a forward pass; the function it returns gives its logits (on CUDA it waits for the device).
+
+        On CUDA the pass is only queued: the engine forms and queues the next batch while the device works,
+        and the logits come back through pinned memory with one event to wait on. On a CPU it runs here.
+        """
+        with torch.inference_mode():
+            logits = self._logits(pairs)[:, 0].float()
+        if self.device.type != "cuda":
+            result = logits.numpy()
+            return lambda: result
+        host = torch.empty(logits.shape, dtype=torch.float32, pin_memory=True)
+        host.copy_(logits, non_blocking=True)
+        copied = torch.cuda.Event()
+        copied.record()
+
+        def result() -> np.ndarray:
+            copied.synchronize()  # the one synchronisation with the device
+            return host.numpy()
+
+        return result
+
+    def _logits(self, pairs: EncodedPairs) -> torch.Tensor:
         if self.packed is not None:
-            with torch.inference_mode():
-                logits = self.packed.logits(PackedBatch.of(pairs, self.uses_token_type_ids), self.device, to_device)
-            return logits[:, 0].float().cpu().numpy()
+            return self.packed.logits(PackedBatch.of(pairs, self.uses_token_type_ids), self.device, to_device)
         input_ids, attention, type_ids = pad_batch(pairs, self.pad_token_id)
         inputs = {
             "input_ids": to_device(torch.from_numpy(input_ids), self.device),
@@ -119,21 +142,26 @@ class CrossEncoder:
         }
         if self.uses_token_type_ids:
             inputs["token_type_ids"] = to_device(torch.from_numpy(type_ids), self.device)
-        with torch.inference_mode():
-            logits = self.model(**inputs).logits
-        return logits[:, 0].float().cpu().numpy()  # the one synchronisation with the device
+        return self.model(**inputs).logits
 
     def warmup(self) -> None:
         """Run one small pass so the first request does not pay for lazy initialisation.
 
-        Call it on the thread that will run the forward passes (`MicroBatcher.start(warmup=...)`).
+        Call it on the thread that will run the forward passes: torch gives each thread its own OpenMP team.
         """
         self.score(self.encode("warm up", ["the model"], "END"))
 
 
-def use_packed(setting: str, device: torch.device) -> bool:
-    """Whether RERANK_PACKED_FORWARD asks for the packed forward on `device` (`auto`: on a CPU)."""
-    return setting == "on" or (setting == "auto" and device.type == "cpu")
+PACKED_MIN_HIDDEN = 256  # below it, on a CPU, the packed forward's index copies cost more than padding does
+
+
+def use_packed(setting: str, device: torch.device, hidden_size: int) -> bool:
+    """Whether RERANK_PACKED_FORWARD asks for the packed forward on `device` for a model of `hidden_size`.
+
+    `auto`: on a CPU, for models of hidden size 256 or more (MiniLM's 384 and up). On the AVX2 CPU of
+    2026-12-01 (ops/BENCHMARKS.md, "Engine notes") the packed pass of 2-layer BERTs on 8-24-word passages took
+    0.93x the padded one's time at hidden 384 and 256, but 1.2x at 128 and 64, and 1.9x at 32."""
+    return setting == "on" or (setting == "auto" and device.type == "cpu" and hidden_size >= PACKED_MIN_HIDDEN)
 
 
 def load_classifier(model_dir: str, **kwargs) -> torch.nn.Module:

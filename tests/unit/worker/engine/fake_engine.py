@@ -23,13 +23,21 @@ from worker.metrics import EngineMetrics
 
 
 def fake_model(pass_seconds: float):
-    def score(pairs) -> np.ndarray:
-        time.sleep(pass_seconds)
-        if (pairs.input_ids == 666).any():
-            raise RuntimeError("the fake model cannot score token 666")
-        return pairs.input_ids[pairs.starts].astype(np.float32)
+    """`launch` of a model that scores a pair as its first token; a batch holding token 666 fails when awaited,
+    as a CUDA error surfaces when the device is synchronised."""
 
-    return score
+    def launch(pairs):
+        time.sleep(pass_seconds)
+        logits = pairs.input_ids[pairs.starts].astype(np.float32)
+
+        def result() -> np.ndarray:
+            if (pairs.input_ids == 666).any():
+                raise RuntimeError("the fake model cannot score token 666")
+            return logits
+
+        return result
+
+    return launch
 
 
 def main() -> int:
@@ -37,13 +45,15 @@ def main() -> int:
     parser.add_argument("--fd", type=int, required=True)
     parser.add_argument("--pass-seconds", type=float, default=0.0)
     parser.add_argument("--fatal")
+    parser.add_argument("--overlap", action="store_true", help="await each pass after queueing the next, as on CUDA")
     args = parser.parse_args()
     connection = socket.socket(fileno=args.fd)
     if args.fatal:
         connection.sendall(protocol.encode_json(Kind.FATAL, {"message": args.fatal}))
         return 2
     connection.sendall(protocol.encode_json(Kind.READY, {"device": "cpu", "max_seq_len": 512, "pid": 0}))
-    Engine(connection, fake_model(args.pass_seconds), Scheduler(max_batch_tokens=64), EngineMetrics()).run()
+    Engine(connection, fake_model(args.pass_seconds), Scheduler(max_batch_tokens=64), EngineMetrics(),
+           overlap=args.overlap).run()
     return 0
 
 

@@ -23,10 +23,12 @@ def pairs(*first_tokens: int, length: int = 4) -> EncodedPairs:
     return EncodedPairs(ids, None, np.full(len(first_tokens), length, dtype=np.int32))
 
 
-@pytest.fixture
-def engine():
+@pytest.fixture(params=["one pass at a time", "overlapped"])
+def engine(request):
+    """The engine loop awaiting each pass at once (as on a CPU), or after queueing the next (as on CUDA)."""
     events = {"up": threading.Event(), "down": threading.Event()}
-    client = EngineClient(argv=FAKE + ["--pass-seconds", "0.05"], on_up=lambda info: events["up"].set(),
+    overlap = ["--overlap"] if request.param == "overlapped" else []
+    client = EngineClient(argv=FAKE + ["--pass-seconds", "0.05", *overlap], on_up=lambda info: events["up"].set(),
                           on_down=events["down"].set)  # fmt: skip
     client.events = events
     client.start(timeout=60)

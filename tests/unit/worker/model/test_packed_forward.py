@@ -16,10 +16,11 @@ PASSAGES = ["paris", "berlin is the capital of germany " * 150, "", "Ünïcödé
 
 @pytest.fixture(scope="module", params=["bert", "xlmr"])
 def encoder(request):
-    return CrossEncoder.load(Settings(model=request.getfixturevalue(f"{request.param}_model_dir"), device="cpu"))
+    model_dir = request.getfixturevalue(f"{request.param}_model_dir")
+    return CrossEncoder.load(Settings(model=model_dir, device="cpu", packed_forward="on"))
 
 
-def test_bert_family_models_take_the_packed_forward_on_a_cpu(encoder):
+def test_bert_family_models_take_the_packed_forward_when_asked(encoder):
     assert encoder.packed is not None
 
 
@@ -66,10 +67,12 @@ def test_other_architectures_keep_the_padded_forward(tmp_path):
 
 def test_the_setting_chooses_the_forward(bert_model_dir):
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
-    assert use_packed("auto", cpu) and not use_packed("auto", cuda)
-    assert use_packed("on", cuda) and not use_packed("off", cpu)
+    assert use_packed("auto", cpu, 384) and not use_packed("auto", cuda, 384)
+    assert not use_packed("auto", cpu, 32)  # a tiny model: the packed pass is slower there
+    assert use_packed("on", cuda, 32) and not use_packed("off", cpu, 384)
     assert CrossEncoder.load(Settings(model=bert_model_dir, device="cpu", packed_forward="off")).packed is None
-    assert PackedForward.of(CrossEncoder.load(Settings(model=bert_model_dir, device="cpu")).model) is not None
+    assert CrossEncoder.load(Settings(model=bert_model_dir, device="cpu")).packed is None  # hidden size 32
+    assert CrossEncoder.load(Settings(model=bert_model_dir, device="cpu", packed_forward="on")).packed is not None
 
 
 def _error_against_float32(linear, dtype: torch.dtype, gelu: bool) -> float:
@@ -101,7 +104,7 @@ def test_linear_layers_take_onednn_on_a_cpu_where_it_is_as_accurate():
 
 
 def test_bfloat16_on_a_cpu_scores_close_to_float32_and_keeps_the_order(bert_model_dir):
-    full, half = (CrossEncoder.load(Settings(model=bert_model_dir, device="cpu", dtype=dtype))
+    full, half = (CrossEncoder.load(Settings(model=bert_model_dir, device="cpu", dtype=dtype, packed_forward="on"))
                   for dtype in ("float32", "bfloat16"))  # fmt: skip
     assert half.packed is not None and next(half.model.parameters()).dtype == torch.bfloat16
     passages = [f"paris is the capital of {word}" for word in ("france", "spain", "the river", "nothing")] + PASSAGES
