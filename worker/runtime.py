@@ -1,7 +1,9 @@
-"""The cross-encoder runtime: load a sequence-classification model, tokenize and truncate pairs, score them.
+"""The cross-encoder runtime: load a model as its recipe says, tokenize and truncate pairs, score them.
 
-The micro-batcher sees it only through `encode` (run in each request's thread) and `score` (run on the
-model thread), so tests can put a fake model in its place.
+The recipe (worker/recipes.py) picks how pairs become tokens (the tokenizer's pair encoding here, or a
+prompt: worker/prompting.py) and how a score is read (the classifier's logit, or token logits of a causal
+LM: worker/token_logits.py). The micro-batcher sees it only through `encode` (run in each request's
+thread) and `score` (run on the model thread), so tests can put a fake model in its place.
 """
 
 from __future__ import annotations
@@ -18,8 +20,11 @@ from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTok
 
 from shared.settings import Settings
 from worker.device import resolve_device, resolve_dtype, to_device
-from worker.model_source import ModelLoadError, resolve_model_dir
+from worker.model_source import ModelLoadError, from_pretrained, resolve_model_dir
 from worker.packed_forward import PackedBatch, PackedForward
+from worker.prompting import PromptEncoder, instruction_refused
+from worker.recipes import load_recipe
+from worker.token_logits import TokenLogits, load_token_logits
 from worker.truncation import fit_pair, pair_too_long
 
 log = logging.getLogger(__name__)
@@ -38,6 +43,12 @@ class EncodedPair:
     @classmethod
     def of(cls, encoding: Encoding) -> "EncodedPair":
         return cls(np.array(encoding.ids, dtype=np.int64), np.array(encoding.type_ids, dtype=np.int64))
+
+    @classmethod
+    def of_ids(cls, ids: Sequence[int]) -> "EncodedPair":
+        """A prompted sequence (worker/prompting.py): its ids, all of segment 0."""
+        input_ids = np.array(ids, dtype=np.int64)
+        return cls(input_ids, np.zeros_like(input_ids))
 
     @property
     def length(self) -> int:
@@ -62,9 +73,11 @@ class CrossEncoder:
         max_seq_len: int,
         device: torch.device,
         packed: PackedForward | None = None,
+        prompt: PromptEncoder | None = None,
     ) -> None:
-        self.model = model
+        self.model = model  # a sequence classifier, or a TokenLogits scorer (worker/token_logits.py)
         self.packed = packed  # the packed-token forward, where the architecture and the setting allow it
+        self.prompt = prompt  # the recipe's prompt, if it has one; else the tokenizer's own pair encoding
         self.tokenizer = tokenizer
         self.pad_token_id = pad_token_id
         self.uses_token_type_ids = uses_token_type_ids
@@ -77,32 +90,33 @@ class CrossEncoder:
 
     @classmethod
     def load(cls, settings: Settings) -> "CrossEncoder":
-        """Load `settings.model` (safetensors only); raise ModelLoadError with a readable message."""
+        """Load `settings.model` (safetensors only) as its recipe says; raise ModelLoadError with a readable message."""
         started = time.perf_counter()
         model_dir = resolve_model_dir(settings.model, trust_remote_code=settings.trust_remote_code)
+        recipe = load_recipe(settings.model, model_dir, settings.recipe_file)
         device = resolve_device(settings.device)
         dtype = resolve_dtype(settings.dtype, device)
         remote = {"trust_remote_code": settings.trust_remote_code}
         try:
             config = AutoConfig.from_pretrained(model_dir, **remote)
-            if config.num_labels != 1:
-                raise ModelLoadError(
-                    f"model {settings.model!r} has {config.num_labels} output labels; a reranker must have one logit"
-                )
             hf_tokenizer = AutoTokenizer.from_pretrained(model_dir, **remote)
-            model = load_classifier(model_dir, config=config, dtype=dtype, **remote)
+            backend = _private_tokenizer(hf_tokenizer, settings.model)
+            if recipe.score.type == "token_logits":
+                model = load_token_logits(model_dir, config=config, recipe=recipe, tokenizer=backend, dtype=dtype,
+                                          device=device, **remote)  # fmt: skip
+            elif config.num_labels != 1:
+                raise ModelLoadError(
+                    f"model {settings.model!r} has {config.num_labels} output labels; a classifier reranker must have "
+                    "one logit (a causal-LM reranker needs a recipe with score.type token_logits: see README, Recipes)"
+                )
+            else:
+                model = load_classifier(model_dir, config=config, dtype=dtype, **remote)
+                logit_layer_in_float32(model)  # a TokenLogits scorer computes its rows in float32 itself
         except ModelLoadError:
             raise
         except (OSError, ValueError, KeyError, ImportError) as exc:
             raise ModelLoadError(f"could not load model {settings.model!r}: {str(exc).strip().splitlines()[0]}") from None
-        backend = getattr(hf_tokenizer, "backend_tokenizer", None)
-        if backend is None:
-            raise ModelLoadError(f"model {settings.model!r} has no fast (tokenizers) tokenizer")
-        backend = Tokenizer.from_str(backend.to_str())  # a private copy, without truncation or padding
-        backend.no_truncation()
-        backend.no_padding()
         model.eval().to(device)
-        logit_layer_in_float32(model)
         limit = model_token_limit(model, hf_tokenizer)
         if settings.max_seq_len is not None:
             if settings.max_seq_len > limit:
@@ -119,21 +133,33 @@ class CrossEncoder:
             max_seq_len=limit,
             device=device,
             packed=PackedForward.of(model) if use_packed(settings.packed_forward, device) else None,
+            prompt=PromptEncoder(backend, recipe, limit) if recipe.prompt is not None else None,
         )
         log.info(
-            "loaded %s on %s (%s, %s forward), token limit %d, in %.1fs",
+            "loaded %s on %s (%s, %s forward, %s from %s), token limit %d, weights %.1f MiB, in %.1fs",
             settings.model, device, str(dtype).removeprefix("torch."), "packed" if encoder.packed else "padded",
-            limit, time.perf_counter() - started,
+            recipe.score.type, recipe.origin, limit, weights_mib(model), time.perf_counter() - started,
         )
         return encoder
 
     def encode(
-        self, query: str, passages: Sequence[str], truncate: str, max_passage_tokens: int | None = None
+        self,
+        query: str,
+        passages: Sequence[str],
+        truncate: str,
+        max_passage_tokens: int | None = None,
+        instruction: str | None = None,
     ) -> list[EncodedPair]:
         """Tokenize one request's pairs and apply NONE/END truncation (raises RerankError for NONE).
 
-        `max_passage_tokens` first cuts every passage to that many tokens (Cohere's `max_tokens_per_doc`).
+        `max_passage_tokens` first cuts every passage to that many tokens (Cohere's `max_tokens_per_doc`);
+        `instruction` fills the prompt's {instruction} (VALIDATION if the recipe has none).
         """
+        if self.prompt is not None:
+            ids = self.prompt.encode(query, passages, truncate, instruction, max_passage_tokens)
+            return [EncodedPair.of_ids(sequence) for sequence in ids]
+        if instruction is not None:
+            raise instruction_refused()
         query_enc = self.tokenizer.encode(query, add_special_tokens=False)
         room = self.max_seq_len - self.pair_specials - len(query_enc.ids)
         if max_passage_tokens is None and room > 0 and all(passages):
@@ -195,15 +221,22 @@ class CrossEncoder:
         if self.uses_token_type_ids:
             inputs["token_type_ids"] = to_device(torch.from_numpy(type_ids), self.device)
         with torch.inference_mode():
-            logits = self.model(**inputs).logits
+            if isinstance(self.model, TokenLogits):
+                logits = self.model(inputs["input_ids"], inputs["attention_mask"])[:, None]
+            else:
+                logits = self.model(**inputs).logits
         return logits[:, 0].float().cpu().tolist()  # the one synchronisation with the device
 
     def warmup(self) -> None:
         """Run one small pass so the first request does not pay for lazy initialisation.
 
         Call it on the thread that will run the forward passes (`MicroBatcher.start(warmup=...)`).
+        On a GPU it logs the memory the worker holds, so that workers sharing a GPU can be sized.
         """
         self.score(self.encode("warm up", ["the model"], "END"))
+        if self.device.type == "cuda":
+            log.info("GPU memory after warm-up: %.0f MiB allocated, %.0f MiB reserved by torch",
+                     torch.cuda.memory_allocated() / 2**20, torch.cuda.memory_reserved() / 2**20)  # fmt: skip
 
 
 def use_packed(setting: str, device: torch.device) -> bool:
@@ -213,15 +246,24 @@ def use_packed(setting: str, device: torch.device) -> bool:
 
 def load_classifier(model_dir: str, **kwargs) -> torch.nn.Module:
     """The sequence classifier with torch's fused SDPA attention, or the architecture's own where it has none."""
-    try:
-        return AutoModelForSequenceClassification.from_pretrained(
-            model_dir, attn_implementation="sdpa", use_safetensors=True, **kwargs
-        )
-    except ValueError as exc:
-        if "attention" not in str(exc).lower():
-            raise
-        log.info("this architecture has no SDPA attention; using its default")
-        return AutoModelForSequenceClassification.from_pretrained(model_dir, use_safetensors=True, **kwargs)
+    return from_pretrained(AutoModelForSequenceClassification, model_dir, **kwargs)
+
+
+def weights_mib(model: torch.nn.Module) -> float:
+    """Memory the model's parameters and buffers take, in MiB (what each worker of the model holds)."""
+    tensors = {id(t): t for t in (*model.parameters(), *model.buffers())}.values()  # tied weights once
+    return sum(t.numel() * t.element_size() for t in tensors) / 2**20
+
+
+def _private_tokenizer(hf_tokenizer, model: str) -> Tokenizer:
+    """A private copy of the model's fast tokenizer, without truncation or padding."""
+    backend = getattr(hf_tokenizer, "backend_tokenizer", None)
+    if backend is None:
+        raise ModelLoadError(f"model {model!r} has no fast (tokenizers) tokenizer")
+    backend = Tokenizer.from_str(backend.to_str())
+    backend.no_truncation()
+    backend.no_padding()
+    return backend
 
 
 def logit_layer_in_float32(model: torch.nn.Module) -> None:
