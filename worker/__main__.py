@@ -61,6 +61,10 @@ def set_torch_threads(intra_op: int | None) -> None:
 def main() -> int:
     settings = get_settings()
     configure_logging(settings.log_level, settings.log_format)
+    if settings.models and "model" not in settings.model_fields_set:
+        print("rerank-fleet worker: RERANK_MODELS lists the fleet's models, but a worker serves one: set "
+              "RERANK_MODEL (and RERANK_MODEL_ID) for it", file=sys.stderr)  # fmt: skip
+        return 2
     model_id = settings.served_model_id
     metrics = WorkerMetrics()
     install_task_signals(metrics)

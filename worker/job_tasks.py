@@ -84,7 +84,7 @@ def score_entries(entries: list[ChunkEntry]) -> list[RankResult | RerankError]:
     pending: list[tuple[list, Future] | RerankError] = []
     for entry in entries:
         try:
-            pairs = state.encoder.encode(entry.query, entry.passages, entry.truncate)
+            pairs = state.encoder.encode(entry.query, entry.passages, entry.truncate, instruction=entry.instruction)
             pending.append((pairs, tasks.score_distinct(state.batcher, pairs, background=True)))
         except RerankError as error:
             pending.append(error)

@@ -126,7 +126,7 @@ def rank(payload: dict) -> dict:
     if task.model_id != state.model_id:
         raise RerankError(ErrorType.NOT_FOUND, f"this worker serves {state.model_id!r}, not {task.model_id!r}")
     _claim(task)
-    pairs = state.encoder.encode(task.query, task.passages, task.truncate, task.max_passage_tokens)
+    pairs = state.encoder.encode(task.query, task.passages, task.truncate, task.max_passage_tokens, task.instruction)
     try:
         logits = score_distinct(state.batcher, pairs, deadline=task.deadline).result()
     except DeadlineExceeded:
