@@ -174,7 +174,7 @@ class Settings(BaseSettings):
     @field_validator("models")
     @classmethod
     def _model_list(cls, value: str | None) -> str | None:
-        if value is not None:
+        if value:  # empty (as compose passes an unset variable): one model, RERANK_MODEL
             parse_model_list(value)
         return value or None
 
