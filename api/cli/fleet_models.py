@@ -62,5 +62,6 @@ def ready_lines(settings: Settings, host: str) -> list[str]:
     lines.append(f"  HTTP    {base}/v1/ranking   (models: {base}/v1/models, docs: {base}/docs)")
     if settings.grpc_port:
         names = ", ".join(repr(grpc_model_name(model_id)) for model_id in settings.model_ids)
-        lines.append(f"  gRPC    {host}:{settings.grpc_port}   (KServe V2 model{'s' if len(settings.model_ids) > 1 else ''} {names})")
+        plural = "s" if len(settings.model_ids) > 1 else ""
+        lines.append(f"  gRPC    {host}:{settings.grpc_port}   (KServe V2 model{plural} {names})")
     return lines

@@ -56,7 +56,9 @@ def build_gemma_reranker(out_dir: str | os.PathLike, *, seed: int = 0) -> Path:
     """A Gemma-shaped causal-LM reranker scored from the single token "Yes", and the bge-reranker-v2-gemma recipe."""
     specials = ["<pad>", "<eos>", "<bos>", "<unk>"]  # Gemma's ids 0-3
     backend = train_tokenizer(specials=specials, words=("Yes", "No"), byte_level=False, seed=seed)
-    backend.post_processor = processors.TemplateProcessing(single="<bos> $A", pair="<bos> $A $B", special_tokens=[("<bos>", 2)])
+    backend.post_processor = processors.TemplateProcessing(
+        single="<bos> $A", pair="<bos> $A $B", special_tokens=[("<bos>", 2)]
+    )
     torch.manual_seed(seed)
     config = GemmaConfig(vocab_size=backend.get_vocab_size(), pad_token_id=0, eos_token_id=1, bos_token_id=2,
                          **{**TINY_DECODER, "num_key_value_heads": 1})  # fmt: skip

@@ -117,9 +117,9 @@ def test_up_serves_two_models_each_on_its_own_queue_and_workers(bert_model_dir, 
     base = f"http://127.0.0.1:{port}"
     try:
         assert "models 'acme/cross', 'qwen'" in output and "'acme_cross', 'qwen'" in output
-        workers = {_environ(pid)["RERANK_MODEL_ID"]: pid for pid in _children(up.pid) if _command(pid).endswith("-m worker")}
-        assert set(workers) == {"acme/cross", "qwen"}
-        assert {_environ(pid)["RERANK_TORCH_THREADS"] for pid in workers.values()} == {str(max(1, (os.cpu_count() or 1) // 2))}
+        workers = [_environ(pid) for pid in _children(up.pid) if _command(pid).endswith("-m worker")]
+        assert sorted(env["RERANK_MODEL_ID"] for env in workers) == ["acme/cross", "qwen"]
+        assert {env["RERANK_TORCH_THREADS"] for env in workers} == {str(max(1, (os.cpu_count() or 1) // 2))}
         sent = {"acme/cross": 3, "qwen": 2}
         for model, passages in sent.items():
             body = {"model": model, "query": {"text": "q"}, "passages": [{"text": f"p{i}"} for i in range(passages)]}

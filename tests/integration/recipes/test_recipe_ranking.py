@@ -160,7 +160,8 @@ def test_a_batch_job_on_a_causal_model(recipe_fleet):
         assert time.monotonic() < deadline, job
         time.sleep(0.2)
     assert job.status == "succeeded" and job.progress.failed_requests == 1
-    results = [json.loads(line) for line in httpx.get(f"{recipe_fleet.url}/v1/ranking/jobs/{job_id}/results").text.splitlines()]
+    answer = httpx.get(f"{recipe_fleet.url}/v1/ranking/jobs/{job_id}/results").text
+    results = [json.loads(line) for line in answer.splitlines()]
     by_id = {line["custom_id"]: line for line in results}
     for custom_id, given in (("default", None), ("instructed", instruction)):
         expected = reference.logits(QUERY, PASSAGES[:2], given)

@@ -36,10 +36,11 @@ def test_every_built_in_recipe_is_valid_and_cites_the_card_s_tokens():
     recipes = {hub_id: parse_recipe(data, hub_id) for hub_id, data in BUILT_IN.items()}
     assert recipes["Qwen/Qwen3-Reranker-8B"].takes_instruction
     assert recipes["Qwen/Qwen3-Reranker-4B"].instruction.startswith("Given a web search query")
-    assert (recipes["BAAI/bge-reranker-v2-gemma"].score.positive, recipes["BAAI/bge-reranker-v2-gemma"].score.negative) == ("Yes", None)
-    assert (recipes["mixedbread-ai/mxbai-rerank-large-v2"].score.positive, recipes["mixedbread-ai/mxbai-rerank-large-v2"].score.negative) == ("1", "0")
+    gemma, mxbai = recipes["BAAI/bge-reranker-v2-gemma"].score, recipes["mixedbread-ai/mxbai-rerank-large-v2"].score
+    assert (gemma.positive, gemma.negative, mxbai.positive, mxbai.negative) == ("Yes", None, "1", "0")
     nv = recipes["nvidia/llama-nemotron-rerank-1b-v2"]
-    assert nv.prompt.pair == "question:{query} \n \n passage:{passage}" and nv.special_tokens and nv.score.type == "classifier"
+    assert nv.prompt.pair == "question:{query} \n \n passage:{passage}"
+    assert nv.special_tokens and nv.score.type == "classifier"
 
 
 @pytest.mark.parametrize(

@@ -11,7 +11,8 @@ from shared.settings import Settings
 
 def test_a_bare_model_keeps_today_s_meaning_and_id_equals_source_names_its_id(tmp_path):
     assert model_overrides(None, None) == {}
-    assert model_overrides(["acme/reranker"], None) == {"model": "acme/reranker", "model_id": "acme/reranker", "models": None}
+    bare = model_overrides(["acme/reranker"], None)
+    assert bare == {"model": "acme/reranker", "model_id": "acme/reranker", "models": None}
     assert model_overrides(["acme/reranker"], "mine")["model_id"] == "mine"
     assert model_overrides(["mine=acme/reranker"], None)["model_id"] == "mine"
     (tmp_path / "local-model").mkdir()
@@ -45,7 +46,8 @@ def test_each_model_gets_its_workers_and_the_cpu_cores_are_shared_among_all(monk
         ("a", "0"), ("a", "1"), ("b", "0"), ("b", "1")
     ]  # fmt: skip
     single = Settings(model="acme/one", model_id="one")
-    assert [(name, env["RERANK_MODEL_ID"]) for name, env in worker_envs(single, {}, [], cpu_worker_envs)] == [("worker-0", "one")]
+    (only,) = worker_envs(single, {}, [], cpu_worker_envs)
+    assert (only[0], only[1]["RERANK_MODEL_ID"]) == ("worker-0", "one")
 
 
 def test_one_recipe_file_for_several_models_is_refused():
