@@ -49,7 +49,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         waiter = ResultWaiter(redis)
         await waiter.start()
         registry = WorkerRegistry(redis, settings.worker_ttl)
-        app.state.fleet_reader = FleetReader(redis, registry, settings.served_model_id)
+        app.state.fleet_reader = FleetReader(redis, registry, settings.model_ids)
         celery = create_celery_app(settings, result_backend=False)
         app.state.ranking_service = service = RankingService(
             settings, celery, waiter, registry,
@@ -62,7 +62,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await grpc_server.start()
         if settings.api_key is None:
             log.warning("RERANK_API_KEY is not set: every route is open without authentication")
-        log.info("serving model %s; broker %s", settings.served_model_id, _redact(settings.redis_url))
+        log.info("serving %s %s; broker %s", "models" if len(settings.model_ids) > 1 else "model",
+                 ", ".join(settings.model_ids), _redact(settings.redis_url))  # fmt: skip
         try:
             yield
         finally:

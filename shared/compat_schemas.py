@@ -12,7 +12,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler, field_validator, model_serializer
 
-from shared.schemas import RankResult, build_ranking_response
+from shared.schemas import INSTRUCTION_DESCRIPTION, RankResult, build_ranking_response
 
 
 class CohereDocument(BaseModel):
@@ -42,6 +42,7 @@ class CohereRerankRequest(BaseModel):
     max_chunks_per_doc: int | None = Field(
         None, ge=1, description="Accepted for Cohere v1 clients; long documents are truncated, never chunked."
     )
+    instruction: str | None = Field(None, description=INSTRUCTION_DESCRIPTION)
 
     @field_validator("rank_fields")
     @classmethod

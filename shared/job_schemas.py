@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from shared.schemas import Passage, Query, Truncate
+from shared.schemas import INSTRUCTION_DESCRIPTION, Passage, Query, Truncate
 
 JobStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 FINISHED: tuple[str, ...] = ("succeeded", "failed", "cancelled")
@@ -28,6 +28,7 @@ class JobRequest(BaseModel):
     truncate: Truncate | None = Field(None, description="Overrides the job's truncate for this request.")
     top_n: int | None = Field(None, ge=1)
     top_k: int | None = Field(None, ge=1)
+    instruction: str | None = Field(None, description=INSTRUCTION_DESCRIPTION)
 
     @field_validator("truncate", mode="before")
     @classmethod
@@ -59,6 +60,7 @@ class ChunkEntry(BaseModel):
     passages: list[str]
     truncate: Truncate
     limit: int | None = None
+    instruction: str | None = None
 
 
 class JobProgress(BaseModel):

@@ -7,6 +7,10 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 Truncate = Literal["NONE", "END"]
+INSTRUCTION_DESCRIPTION = (
+    "Our extension: the task instruction that fills the {instruction} of the model's prompt (Qwen3-Reranker, "
+    "README \"Recipes\"), instead of the model's default. A model whose prompt has no {instruction} answers 400."
+)
 
 
 class _Strict(BaseModel):
@@ -32,6 +36,7 @@ class RankingRequest(_Strict):
     )
     top_n: int | None = Field(None, ge=1, description="Return only the best N rankings.")
     top_k: int | None = Field(None, ge=1, description="Same as top_n (LiteLLM's spelling).")
+    instruction: str | None = Field(None, description=INSTRUCTION_DESCRIPTION)
 
     @field_validator("truncate", mode="before")
     @classmethod
@@ -95,6 +100,7 @@ class RankTask(BaseModel):
     max_passage_tokens: int | None = Field(
         None, ge=1, description="Cut each passage to this many tokens before NONE/END truncation (Cohere dialect)."
     )
+    instruction: str | None = Field(None, description="Fills the prompt's {instruction}; None: the recipe's default.")
     deadline: float | None = Field(
         None, description="Unix time after which nobody waits for the answer: the worker drops the request unscored."
     )

@@ -14,7 +14,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 class Settings(BaseSettings):
     """Configuration shared by the API, the workers and `rerank-fleet up`."""
 
-    model_config = SettingsConfigDict(env_prefix="RERANK_", env_file=None, extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="RERANK_", env_file=None, extra="ignore", populate_by_name=True)
 
     # --- model -------------------------------------------------------------------------------
     model: str = Field(
@@ -25,6 +25,18 @@ class Settings(BaseSettings):
     model_id: str | None = Field(
         None,
         description="Id clients use in the `model` field. Default: the hub id, or the directory's name.",
+    )
+    models: str | None = Field(
+        None,
+        description="Several models in one fleet: `ID=SOURCE,ID2=SOURCE2` (a SOURCE alone gets the derived id). "
+        "The API serves every one, and `rerank-fleet up` starts workers for each; a worker serves RERANK_MODEL "
+        "as RERANK_MODEL_ID alone. Unset: RERANK_MODEL is the one model.",
+    )
+    recipe_file: str | None = Field(  # `model_config` is pydantic's own attribute
+        None,
+        validation_alias="RERANK_MODEL_CONFIG",
+        description="A JSON recipe file (prompt, instruction, special_tokens, score: README, Recipes) for the "
+        "worker's model; it wins over the model directory's rerank_config.json and the built-in recipes.",
     )
     trust_remote_code: bool = Field(
         False, description="Allow model code shipped with the weights to run. Off: only built-in architectures."
@@ -162,6 +174,13 @@ class Settings(BaseSettings):
         description="File in which Flower keeps its task history across restarts; unset: Flower keeps it in memory.",
     )
 
+    @field_validator("models")
+    @classmethod
+    def _model_list(cls, value: str | None) -> str | None:
+        if value:  # empty (as compose passes an unset variable): one model, RERANK_MODEL
+            parse_model_list(value)
+        return value or None
+
     @field_validator("api_key", "flower_basic_auth", mode="before")
     @classmethod
     def _empty_key_is_none(cls, value: object) -> object:
@@ -185,6 +204,16 @@ class Settings(BaseSettings):
         return self.model_id or derive_model_id(self.model)
 
     @property
+    def model_sources(self) -> list[tuple[str, str]]:
+        """(id, source) of every model the fleet serves: RERANK_MODELS, else RERANK_MODEL as its id."""
+        return parse_model_list(self.models) if self.models else [(self.served_model_id, self.model)]
+
+    @property
+    def model_ids(self) -> list[str]:
+        """The ids of the fleet's configured models, the default one (for requests that name none) first."""
+        return [model_id for model_id, _ in self.model_sources]
+
+    @property
     def worker_ttl(self) -> float:
         """Seconds after its last heartbeat that a worker counts as gone."""
         return 3 * self.heartbeat_interval
@@ -199,6 +228,26 @@ def derive_model_id(model: str) -> str:
     if os.path.isdir(model) or model.startswith(("/", "./", "../", "~")):
         return os.path.basename(os.path.normpath(os.path.expanduser(model)))
     return model
+
+
+def env_name(field: str) -> str:
+    """The environment variable of a Settings field (RERANK_<FIELD>, or the field's own alias)."""
+    alias = Settings.model_fields[field].validation_alias
+    return alias if isinstance(alias, str) else f"RERANK_{field.upper()}"
+
+
+def parse_model_list(text: str) -> list[tuple[str, str]]:
+    """`ID=SOURCE,ID2=SOURCE2` (RERANK_MODELS, repeated `--model`) as (id, source) pairs; ValueError if malformed."""
+    models: list[tuple[str, str]] = []
+    for item in (part.strip() for part in text.split(",")):
+        model_id, source = (part.strip() for part in item.split("=", 1)) if "=" in item else (None, item)
+        model_id = derive_model_id(source) if model_id is None and source else model_id
+        if not source or not model_id:
+            raise ValueError(f"{item!r} is not ID=SOURCE (models are ID=SOURCE, comma-separated)")
+        if model_id in (known for known, _ in models):
+            raise ValueError(f"model id {model_id!r} is given twice")
+        models.append((model_id, source))
+    return models
 
 
 @lru_cache(maxsize=1)

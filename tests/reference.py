@@ -1,9 +1,12 @@
-"""A plain transformers forward, pair by pair: what the service's logits must equal."""
+"""Plain transformers forwards, pair by pair: what the service's logits must equal."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import torch
-from transformers import AutoModelForSequenceClassification, AutoTokenizer
+from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
 
 
 class Reference:
@@ -26,6 +29,51 @@ class Reference:
         with torch.inference_mode():
             for passage in passages:
                 out.append(float(self.model(**self.encode(query, passage)).logits[0, 0]))
+        return out
+
+
+class PromptReference:
+    """The contract of API.md section 5, read from a model directory's rerank_config.json and computed pair by pair
+    with plain transformers: tokens(prefix) + tokens(pair) + tokens(suffix), each part tokenized alone; the
+    classifier's logit, or the LM's logits of the score tokens at the last position."""
+
+    def __init__(self, model_dir: str, max_length: int) -> None:
+        recipe = json.loads((Path(model_dir) / "rerank_config.json").read_text())
+        self.prompt, self.score = recipe["prompt"], recipe.get("score", {"type": "classifier"})
+        self.instruction = recipe.get("instruction", "")
+        self.tokenizer = AutoTokenizer.from_pretrained(model_dir)
+        # the tokenizer's own specials; the test tokenizers put them all in front (a BOS)
+        self.head = self.tokenizer("").input_ids if recipe.get("special_tokens") else []
+        causal = self.score["type"] == "token_logits"
+        auto = AutoModelForCausalLM if causal else AutoModelForSequenceClassification
+        self.model = auto.from_pretrained(model_dir, dtype=torch.float32).eval()
+        self.max_length = max_length
+
+    def _ids(self, text: str) -> list[int]:
+        return self.tokenizer(text, add_special_tokens=False).input_ids
+
+    def encode(self, query: str, passage: str, instruction: str | None = None, truncate: str = "END") -> list[int]:
+        """The sequence fed to the model; END cuts the pair part from its end."""
+        pair = self.prompt["pair"].format(query=query, passage=passage, instruction=instruction or self.instruction)
+        prefix, suffix = self._ids(self.prompt.get("prefix", "")), self._ids(self.prompt.get("suffix", ""))
+        pair_ids = self._ids(pair)
+        if truncate == "END":
+            pair_ids = pair_ids[: self.max_length - len(self.head) - len(prefix) - len(suffix)]
+        return self.head + prefix + pair_ids + suffix
+
+    def logits(self, query: str, passages: list[str], instruction: str | None = None) -> list[float]:
+        out = []
+        with torch.inference_mode():
+            for passage in passages:
+                ids = torch.tensor([self.encode(query, passage, instruction)])
+                if self.score["type"] == "classifier":
+                    out.append(float(self.model(input_ids=ids).logits[0, 0]))
+                    continue
+                last = self.model(input_ids=ids).logits[0, -1]
+                score = last[self._ids(self.score["positive"])[0]]
+                if self.score.get("negative"):
+                    score = score - last[self._ids(self.score["negative"])[0]]
+                out.append(float(score))
         return out
 
 

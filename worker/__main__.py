@@ -31,7 +31,8 @@ from worker.tasks.app import WorkerState, app, install_state
 from worker.tasks.heartbeat import Heartbeat
 from worker.tasks.job_sweeper import JobSweeper
 from worker.tasks.signals import install_task_signals
-from worker.text.tokenization import PairTokenizer
+from worker.text.prompting import text_encoder
+from worker.text.recipes import parse_recipe
 
 log = logging.getLogger("worker")
 
@@ -65,11 +66,13 @@ class Worker:
 
     def start_engine(self) -> dict:
         self.engine_info = info = self.engine.start()
-        tokenizer = PairTokenizer(Tokenizer.from_str(info["tokenizer"]), max_seq_len=info["max_seq_len"],
-                                  uses_type_ids=info["uses_token_type_ids"])  # fmt: skip
+        recipe = parse_recipe(info["recipe"], info["recipe_origin"])
+        tokenizer = text_encoder(Tokenizer.from_str(info["tokenizer"]), recipe, max_seq_len=info["max_seq_len"],
+                                 uses_type_ids=info["uses_token_type_ids"])  # fmt: skip
         install_state(WorkerState(model_id=self.model_id, tokenizer=tokenizer, engine=self.engine))
-        log.info("engine (pid %s) serves %s on %s (%s, %s forward), token limit %d", info["pid"], self.model_id,
-                 info["device"], info["dtype"], info["forward"], info["max_seq_len"])  # fmt: skip
+        log.info("engine (pid %s) serves %s on %s (%s, %s forward, %s from %s), token limit %d", info["pid"],
+                 self.model_id, info["device"], info["dtype"], info["forward"], recipe.score.type, recipe.origin,
+                 info["max_seq_len"])  # fmt: skip
         return info
 
     def describe(self) -> dict | None:
@@ -123,6 +126,10 @@ class Worker:
 def main() -> int:
     settings = get_settings()
     configure_logging(settings.log_level, settings.log_format)
+    if settings.models and "model" not in settings.model_fields_set:
+        print("rerank-fleet worker: RERANK_MODELS lists the fleet's models, but a worker serves one: set "
+              "RERANK_MODEL (and RERANK_MODEL_ID) for it", file=sys.stderr)  # fmt: skip
+        return 2
     worker = Worker(settings)
     install_task_signals(worker.metrics)
     try:

@@ -6,6 +6,7 @@ fails at once with a message saying how to pass a local directory, instead of re
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 from urllib.parse import urlparse
@@ -17,8 +18,23 @@ _ALLOWED_FILES = ["*.json", "*.safetensors", "*.txt", "*.model", "*.tiktoken"]
 _REMOTE_CODE_FILES = ["*.py"]
 
 
+log = logging.getLogger(__name__)
+
+
 class ModelLoadError(Exception):
     """The model could not be found or loaded; the message says what to do."""
+
+
+def from_pretrained(auto_class, model_dir: str, **kwargs):
+    """`auto_class.from_pretrained` from safetensors, with torch's fused SDPA attention, or the architecture's
+    own where it has none."""
+    try:
+        return auto_class.from_pretrained(model_dir, attn_implementation="sdpa", use_safetensors=True, **kwargs)
+    except ValueError as exc:
+        if "attention" not in str(exc).lower():
+            raise
+        log.info("this architecture has no SDPA attention; using its default")
+        return auto_class.from_pretrained(model_dir, use_safetensors=True, **kwargs)
 
 
 def resolve_model_dir(source: str, *, trust_remote_code: bool = False) -> str:

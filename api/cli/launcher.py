@@ -17,8 +17,8 @@ import httpx
 from api.cli.embedded_redis import remove_data_dir, start_embedded_redis
 from api.cli.supervision import Child
 from api.cli.flower import flower_command, flower_env
-from api.ranking.model_names import grpc_model_name
-from shared.settings import Settings
+from api.cli.fleet_models import ready_lines, worker_envs
+from shared.settings import Settings, env_name
 
 log = logging.getLogger("rerank-fleet")
 
@@ -56,7 +56,7 @@ def settings_env(settings: Settings) -> dict[str, str]:
     """The environment that carries `settings` to a child process."""
     env = dict(os.environ)
     for name, value in settings.model_dump().items():
-        key = f"RERANK_{name.upper()}"
+        key = env_name(name)
         if value is None:
             env.pop(key, None)
         elif hasattr(value, "get_secret_value"):
@@ -122,13 +122,9 @@ class Fleet:
             log.info("started embedded Redis at %s", url)
         env = settings_env(settings)
         gpus = visible_gpus(settings.device)
-        worker_envs = (
-            [{**env, "CUDA_VISIBLE_DEVICES": gpu, "RERANK_DEVICE": "cuda"} for gpu in gpus]
-            if gpus
-            else cpu_worker_envs(env, settings.cpu_workers, settings.torch_threads)
-        )
-        for number, worker_env in enumerate(worker_envs):
-            self._spawn(f"worker-{number}", [sys.executable, "-m", "worker"], worker_env)
+        workers = worker_envs(settings, env, gpus, cpu_worker_envs)  # per model (api/cli/fleet_models.py)
+        for name, worker_env in workers:
+            self._spawn(name, [sys.executable, "-m", "worker"], worker_env)
         self._spawn(
             "api",
             [
@@ -140,7 +136,7 @@ class Fleet:
         )  # fmt: skip
         if settings.flower_port:
             self._spawn("flower", flower_command(settings), flower_env(settings, env))
-        log.info("started %d worker(s) for %s (%s), the API%s", len(worker_envs), settings.served_model_id,
+        log.info("started %d worker(s) for %s (%s), the API%s", len(workers), ", ".join(settings.model_ids),
                  f"GPUs {','.join(gpus)}" if gpus else "CPU", " and Flower" if settings.flower_port else "")  # fmt: skip
 
     def _dead_child(self) -> Child | None:
@@ -171,14 +167,7 @@ class Fleet:
         settings = self.settings
         host = _client_host(settings.host)
         base = f"http://{host}:{settings.port}"
-        lines = [
-            f"Rerank Fleet is ready: model {settings.served_model_id!r}",
-            f"  HTTP    {base}/v1/ranking   (models: {base}/v1/models, docs: {base}/docs)",
-        ]
-        if settings.grpc_port:
-            lines.append(
-                f"  gRPC    {host}:{settings.grpc_port}   (KServe V2 model {grpc_model_name(settings.served_model_id)!r})"
-            )
+        lines = ready_lines(settings, host)  # the models, HTTP and gRPC (api/cli/fleet_models.py)
         if settings.flower_port:
             lines.append(f"  Flower  http://{host}:{settings.flower_port}/   (workers and tasks; metrics: {base}/metrics)")
         lines += [f"  Redis   {settings.redis_url}", "Press Ctrl-C to stop."]

@@ -9,6 +9,7 @@ import sys
 
 from pydantic import ValidationError
 
+from api.cli.fleet_models import model_overrides
 from api.cli.jobs import add_jobs_parser, run_jobs
 from shared.log_format import configure_logging
 from shared.settings import Settings
@@ -22,8 +23,10 @@ def _build_parser() -> argparse.ArgumentParser:
         help="start Redis (embedded unless --redis-url), the workers and the API; stop them with Ctrl-C",
         description="Every option falls back to its RERANK_* environment variable, then to the default.",
     )
-    up.add_argument("--model", help="hub id or local directory of the cross-encoder (RERANK_MODEL)")
-    up.add_argument("--model-id", help="id clients send as `model` (RERANK_MODEL_ID)")
+    up.add_argument("--model", action="append", metavar="[ID=]SOURCE",
+                    help="hub id or local directory of the reranker (RERANK_MODEL); repeat as --model ID=SOURCE to "
+                    "serve several models, each with its own workers (RERANK_MODELS)")  # fmt: skip
+    up.add_argument("--model-id", help="id clients send as `model` for a single --model (RERANK_MODEL_ID)")
     up.add_argument("--host", help="address the API listens on (RERANK_HOST, default 127.0.0.1)")
     up.add_argument("--port", type=int, help="HTTP port (RERANK_PORT, default 8000)")
     up.add_argument("--grpc-port", type=int, help="KServe V2 gRPC port, 0 for none (RERANK_GRPC_PORT, default 8001)")
@@ -41,11 +44,14 @@ def main(argv: list[str] | None = None) -> int:
     args = _build_parser().parse_args(argv)
     if args.command == "jobs":
         return run_jobs(args)
-    overrides = {
+    try:
+        overrides = model_overrides(args.model, args.model_id)  # api/cli/fleet_models.py
+    except ValueError as exc:
+        print(f"rerank-fleet: {exc}", file=sys.stderr)
+        return 2
+    overrides |= {
         name: value
         for name, value in (
-            ("model", args.model),
-            ("model_id", args.model_id),
             ("host", args.host),
             ("port", args.port),
             ("grpc_port", args.grpc_port),
@@ -56,8 +62,6 @@ def main(argv: list[str] | None = None) -> int:
         )
         if value is not None
     }
-    if "model" in overrides and os.path.isdir(overrides["model"]):
-        overrides["model"] = os.path.abspath(overrides["model"])  # children may start elsewhere
     try:
         settings = Settings(**overrides)
     except ValidationError as exc:

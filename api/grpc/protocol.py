@@ -21,17 +21,29 @@ def _invalid(message: str) -> RerankError:
     return RerankError(ErrorType.VALIDATION, message)
 
 
+def _string_parameter(parameters, name: str, expected: str) -> str | None:
+    """A string request parameter, or None when absent."""
+    if name not in parameters:
+        return None
+    param = parameters[name]
+    if param.WhichOneof("parameter_choice") != "string_param":
+        raise _invalid(f"parameter '{name}' must be a string: {expected}")
+    return param.string_param
+
+
 def parse_truncate(parameters) -> Truncate:
     """The `truncate` request parameter: none/end in any case; absent means NONE."""
-    if "truncate" not in parameters:
+    given = _string_parameter(parameters, "truncate", "'none' or 'end'")
+    if given is None:
         return "NONE"
-    param = parameters["truncate"]
-    if param.WhichOneof("parameter_choice") != "string_param":
-        raise _invalid("parameter 'truncate' must be a string: 'none' or 'end'")
-    value = param.string_param.upper()
-    if value not in ("NONE", "END"):
-        raise _invalid(f"parameter 'truncate' must be 'none' or 'end', not {param.string_param!r}")
-    return value  # type: ignore[return-value]
+    if given.upper() not in ("NONE", "END"):
+        raise _invalid(f"parameter 'truncate' must be 'none' or 'end', not {given!r}")
+    return given.upper()  # type: ignore[return-value]
+
+
+def parse_instruction(parameters) -> str | None:
+    """The `instruction` request parameter (our extension, as on HTTP): fills the model's prompt; absent: its default."""
+    return _string_parameter(parameters, "instruction", "the task instruction")
 
 
 def _split_raw_bytes(raw: bytes, name: str) -> list[bytes]:

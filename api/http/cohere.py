@@ -29,6 +29,7 @@ async def _cohere_rerank(
         passages=body.texts(),
         truncate="END",  # the dialect has no NONE: long documents are cut, never refused
         max_passage_tokens=body.max_tokens_per_doc,
+        instruction=body.instruction,
         request_id=request.state.request_id,
     ))
     return build_cohere_response(result, body, version)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from fastapi import APIRouter, Depends, Request, Response
+from fastapi import APIRouter, Depends, Query, Response
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from api.http.dependencies import fleet_reader, ranking_service
@@ -26,10 +26,14 @@ async def live() -> dict:
 
 
 @router.get("/v1/health/ready", tags=["health"], responses={503: ERROR_RESPONSES[503]})
-async def ready(request: Request, service: RankingService = Depends(ranking_service)) -> dict:
-    """200 when Redis answers and at least one worker serves the configured model; 503 with the reason."""
-    workers = await service.check_ready()
-    return {"status": "ready", "model": request.app.state.settings.served_model_id, "workers": workers}
+async def ready(
+    model: str | None = Query(None, description="Ask about this model only; default: every configured model."),
+    service: RankingService = Depends(ranking_service),
+) -> dict:
+    """200 when Redis answers and a worker serves every configured model (or `model`); 503 naming one that has none."""
+    workers = await service.check_ready(await service.resolve_model(model) if model else None)
+    first = next(iter(workers))
+    return {"status": "ready", "model": first, "workers": workers[first], "models": workers}
 
 
 @router.get("/v1/models", response_model=ModelList, tags=["models"], responses=ERROR_RESPONSES,

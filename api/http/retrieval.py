@@ -32,6 +32,7 @@ async def retrieval_rerank(
         query=body.query.text,
         passages=[p.text for p in body.passages],
         truncate=body.truncate,
+        instruction=body.instruction,
         request_id=request.state.request_id,
     ))
     return json_response(build_ranking_response(result, body.limit))

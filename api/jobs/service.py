@@ -18,7 +18,7 @@ from pydantic import ValidationError
 from api.ranking.input_limits import check_request
 from api.ranking.schema_errors import describe_validation_errors
 from api.jobs.store import JobStore
-from api.ranking.service import RankingService
+from api.ranking.service import RankingService, not_served
 from shared.celery_app import send_job_chunk
 from shared.errors import ErrorType, RerankError
 from shared.job_schemas import Job, JobHeader, JobRequest, result_line
@@ -106,7 +106,7 @@ class JobService:
         self, model: str, truncate: Truncate, items: AsyncIterator[Item], idempotency_key: str | None
     ) -> tuple[Job, bool]:
         if model not in await self._ranking.served_models():
-            raise RerankError(ErrorType.NOT_FOUND, f"model {model!r} is not served here; GET /v1/models lists the models")
+            raise not_served(model)
         job_id = uuid.uuid4().hex
         if idempotency_key:
             existing = await self._store.claim_idempotency_key(idempotency_key, job_id)
@@ -187,6 +187,7 @@ class JobService:
             "passages": [p.text for p in request.passages],
             "truncate": request.truncate or truncate,
             "limit": request.top_n if request.top_n is not None else request.top_k,
+            "instruction": request.instruction,
         }
 
     def _queue_chunks(self, job_id: str, model: str, chunks: list[int]) -> None:

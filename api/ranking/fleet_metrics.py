@@ -44,16 +44,16 @@ class FleetSnapshot:
 
 
 class FleetReader:
-    """Reads a FleetSnapshot; the configured model's queues are shown even while no worker serves it."""
+    """Reads a FleetSnapshot; the configured models' queues are shown even while no worker serves them."""
 
-    def __init__(self, redis: Redis, registry: WorkerRegistry, configured_model: str) -> None:
+    def __init__(self, redis: Redis, registry: WorkerRegistry, configured_models: list[str]) -> None:
         self._redis = redis
         self._registry = registry
-        self._configured_model = configured_model
+        self._configured_models = configured_models
 
     async def read(self) -> FleetSnapshot:
         try:
-            models = sorted(set(await self._registry.served_models()) | {self._configured_model})
+            models = sorted(set(await self._registry.served_models()) | set(self._configured_models))
             snapshot = FleetSnapshot(redis_up=True)
             for model in models:
                 for kind, queue in (("interactive", interactive_queue(model)), ("batch", batch_queue(model))):

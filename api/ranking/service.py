@@ -67,11 +67,13 @@ class RankingService:
         request_id: str | None = None,
         timeout: float | None = None,
         max_passage_tokens: int | None = None,
+        instruction: str | None = None,
     ) -> RankResult:
         """Logits and token counts for every passage, in input order.
 
         `timeout` (a client's deadline) can shorten the wait, never lengthen it past RERANK_REQUEST_TIMEOUT.
-        `max_passage_tokens` cuts every passage to that many tokens before truncation (Cohere dialect).
+        `max_passage_tokens` cuts every passage to that many tokens before truncation (Cohere dialect);
+        `instruction` fills the model's prompt (the worker refuses it for a model whose prompt takes none).
         """
         timeout = min(timeout, self._settings.request_timeout) if timeout else self._settings.request_timeout
         check_request(self._settings, query, passages)
@@ -83,6 +85,7 @@ class RankingService:
             passages=passages,
             truncate=truncate,
             max_passage_tokens=max_passage_tokens,
+            instruction=instruction,
             deadline=deadline,
         )
         try:
@@ -135,47 +138,51 @@ class RankingService:
         if lost is not None:
             raise _WorkerLost(lost)
 
-    async def check_ready(self, model: str | None = None) -> int:
-        """How many live workers serve `model` (default: the configured one); UNAVAILABLE with the reason if none."""
-        model = model or self._settings.served_model_id
+    async def check_ready(self, model: str | None = None) -> dict[str, int]:
+        """Live workers per model, of `model` or else of every configured model; UNAVAILABLE naming the first
+        model that has none (or saying Redis is unreachable); NOT_FOUND for a `model` neither configured nor served."""
+        workers = {}
         try:
             await self._registry.ping()
-            workers = await self._registry.live_workers(model)
+            for served in [model] if model else self._settings.model_ids:
+                workers[served] = len(await self._registry.live_workers(served))
         except (RedisError, OSError):
             raise RerankError(ErrorType.UNAVAILABLE, "Redis is unreachable", retry_after=RETRY_AFTER_SECONDS) from None
-        if not workers:
+        idle = [served for served, count in workers.items() if not count]
+        if idle and idle[0] not in self._settings.model_ids:
+            raise not_served(idle[0])
+        if idle:
             raise RerankError(
-                ErrorType.UNAVAILABLE, f"no worker is serving model {model!r}", retry_after=RETRY_AFTER_SECONDS
+                ErrorType.UNAVAILABLE, f"no worker is serving model {idle[0]!r}", retry_after=RETRY_AFTER_SECONDS
             )
-        return len(workers)
+        return workers
 
     async def served_models(self) -> list[str]:
-        """The configured model and every model a live worker announces."""
+        """The configured models and every model a live worker announces."""
         try:
             models = set(await self._registry.served_models())
         except (RedisError, OSError):
             raise RerankError(ErrorType.UNAVAILABLE, "Redis is unreachable", retry_after=RETRY_AFTER_SECONDS) from None
-        models.add(self._settings.served_model_id)
-        return sorted(models)
+        return sorted(models | set(self._settings.model_ids))
 
     async def resolve_model(self, name: str | None) -> str:
-        """The served id a client means by `name` (default: the configured model).
+        """The served id a client means by `name` (default: the first configured model).
 
         An exact id wins; else the one served id that matches once `_` and `.` are read alike (LiteLLM
         writes `llama-3_2-...` for `llama-3.2-...`). Anything else comes back unchanged, so that scoring
         reports it as an unknown model.
         """
         if not name:
-            return self._settings.served_model_id
-        if name == self._settings.served_model_id:
+            return self._settings.model_ids[0]
+        if name in self._settings.model_ids:
             return name
         return match_served_model(name, await self.served_models()) or name
 
     async def _require_worker(self, model: str) -> None:
         if await self._registry.live_workers(model):
             return
-        if model != self._settings.served_model_id:
-            raise RerankError(ErrorType.NOT_FOUND, f"model {model!r} is not served here; GET /v1/models lists the models")
+        if model not in self._settings.model_ids:
+            raise not_served(model)
         raise RerankError(
             ErrorType.UNAVAILABLE, f"no worker is serving model {model!r} right now", retry_after=RETRY_AFTER_SECONDS
         )
@@ -192,6 +199,11 @@ class RankingService:
             kwargsrepr="{}",
             retry=False,
         )
+
+
+def not_served(model: str) -> RerankError:
+    """The 404 for a model id that no configured model or live worker has."""
+    return RerankError(ErrorType.NOT_FOUND, f"model {model!r} is not served here; GET /v1/models lists the models")
 
 
 def _unpack(meta: dict) -> RankResult:

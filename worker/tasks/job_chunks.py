@@ -88,7 +88,7 @@ def score_entries(entries: list[ChunkEntry]) -> list[RankResult | RerankError]:
     pending: list[tuple[object, Future] | RerankError] = []
     for entry in entries:
         try:
-            pairs = state.tokenizer.encode(entry.query, entry.passages, entry.truncate)
+            pairs = state.tokenizer.encode(entry.query, entry.passages, entry.truncate, instruction=entry.instruction)
             pending.append((pairs, score_distinct(state.engine, pairs, background=True)))
         except RerankError as error:
             if error.type is ErrorType.UNAVAILABLE:

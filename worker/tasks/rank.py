@@ -41,7 +41,7 @@ def rank(payload: dict) -> dict:
     if task.model_id != state.model_id:
         raise RerankError(ErrorType.NOT_FOUND, f"this worker serves {state.model_id!r}, not {task.model_id!r}")
     claim(task)
-    pairs = state.tokenizer.encode(task.query, task.passages, task.truncate, task.max_passage_tokens)
+    pairs = state.tokenizer.encode(task.query, task.passages, task.truncate, task.max_passage_tokens, task.instruction)
     wait = None if task.deadline is None else max(task.deadline - time.time(), 0) + WAIT_SLACK_SECONDS
     try:
         logits = score_distinct(state.engine, pairs, deadline=task.deadline).result(wait)

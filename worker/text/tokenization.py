@@ -20,6 +20,7 @@ from typing import Sequence
 import numpy as np
 from tokenizers import Encoding, Tokenizer
 
+from worker.text.recipes import instruction_refused
 from worker.text.truncation import fit_pairs
 
 IDS = np.int32  # token ids on the wire; segment ids are int8
@@ -141,13 +142,21 @@ class PairTokenizer:
         return np.array(self.tokenizer.encode(query, add_special_tokens=False).ids, dtype=IDS)
 
     def encode(
-        self, query: str, passages: Sequence[str], truncate: str, max_passage_tokens: int | None = None
+        self,
+        query: str,
+        passages: Sequence[str],
+        truncate: str,
+        max_passage_tokens: int | None = None,
+        instruction: str | None = None,
     ) -> EncodedPairs:
         """Tokenize one request's pairs and apply NONE/END truncation (RerankError for NONE).
 
         `max_passage_tokens` first cuts every passage to that many tokens (Cohere's `max_tokens_per_doc`).
-        An empty passage is encoded as the query alone, as transformers' `tokenizer(query, "")` does.
+        An empty passage is encoded as the query alone, as transformers' `tokenizer(query, "")` does. A plain
+        pair encoding has no {instruction}: an `instruction` is refused (VALIDATION).
         """
+        if instruction is not None:
+            raise instruction_refused()
         if self._templates is None:
             return self._pair_by_pair(query, passages, truncate, max_passage_tokens)
         return self._assemble(self._templates, self._query_ids(query), passages, truncate, max_passage_tokens,

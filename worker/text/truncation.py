@@ -29,10 +29,12 @@ def fit_pairs(
     return max(limit - specials, 0), np.zeros_like(passage_lens)
 
 
-def pair_too_long(*, index: int, pair_len: int, limit: int) -> RerankError:
-    """The NONE truncation error for passage `index`, whose pair is `pair_len` tokens (special tokens included)."""
+def pair_too_long(*, index: int, pair_len: int, limit: int, prompted: bool = False) -> RerankError:
+    """The NONE truncation error for passage `index`, whose pair is `pair_len` tokens (special tokens included;
+    `prompted`: the whole sequence of a prompt recipe, prompt included)."""
+    what = "the sequence of the (query, passage) pair, prompt included," if prompted else "the (query, passage) pair"
     return RerankError(
         ErrorType.VALIDATION,
-        f"passage {index}: the (query, passage) pair is {pair_len} tokens long, over the model's limit of "
+        f"passage {index}: {what} is {pair_len} tokens long, over the model's limit of "
         f"{limit} tokens; send truncate=END to cut passages to fit, or shorten them",
     )

@@ -12,6 +12,7 @@ import time
 import httpx
 import numpy as np
 import tritonclient.grpc
+from prometheus_client.parser import text_string_to_metric_families
 
 from api.cli.embedded_redis import free_port
 from tests.processes import REPO_ROOT, child_env
@@ -105,6 +106,48 @@ def test_cpu_workers_share_the_cores(bert_model_dir, tmp_path):
     finally:
         if up.poll() is None:
             up.kill()
+
+
+def test_up_serves_two_models_each_on_its_own_queue_and_workers(bert_model_dir, qwen3_model_dir, tmp_path):
+    port, grpc_port, flower_port = free_port(), free_port(), free_port()
+    env = child_env(flower_basic_auth=":".join(FLOWER_AUTH))
+    up, output = _start_up(tmp_path, "--model", f"acme/cross={bert_model_dir}", "--model", f"qwen={qwen3_model_dir}",
+                           "--port", str(port), "--grpc-port", str(grpc_port), "--flower-port", str(flower_port),
+                           env=env)  # fmt: skip
+    base = f"http://127.0.0.1:{port}"
+    try:
+        assert "models 'acme/cross', 'qwen'" in output and "'acme_cross', 'qwen'" in output
+        workers = [_environ(pid) for pid in _children(up.pid) if _command(pid).endswith("-m worker")]
+        assert sorted(env["RERANK_MODEL_ID"] for env in workers) == ["acme/cross", "qwen"]
+        assert {env["RERANK_TORCH_THREADS"] for env in workers} == {str(max(1, (os.cpu_count() or 1) // 2))}
+        sent = {"acme/cross": 3, "qwen": 2}
+        for model, passages in sent.items():
+            body = {"model": model, "query": {"text": "q"}, "passages": [{"text": f"p{i}"} for i in range(passages)]}
+            response = httpx.post(f"{base}/v1/ranking", json=body, timeout=30)
+            assert response.status_code == 200, response.text
+            assert len(response.json()["rankings"]) == passages
+        unknown = {"model": "no/such-model", "query": {"text": "q"}, "passages": [{"text": "p"}]}
+        assert httpx.post(f"{base}/v1/ranking", json=unknown, timeout=30).status_code == 404
+        assert {card["id"] for card in httpx.get(f"{base}/v1/models").json()["data"]} == set(sent)
+        assert httpx.get(f"{base}/v1/health/ready").json()["models"] == {"acme/cross": 1, "qwen": 1}
+        # each model's pairs were scored by its own worker, from its own queue
+        assert _poll(lambda: _pairs_by_model(base) == sent), _pairs_by_model(base)
+        client = tritonclient.grpc.InferenceServerClient(f"127.0.0.1:{grpc_port}")
+        assert client.is_model_ready("acme_cross") and client.is_model_ready("qwen")
+        flower = _poll(lambda: httpx.get(f"http://127.0.0.1:{flower_port}/api/workers?refresh=1", auth=FLOWER_AUTH,
+                                         timeout=30).json())  # fmt: skip
+        assert {name.split("-cpu-")[0] for name in flower} == {"rerank-acme-cross", "rerank-qwen"}, flower
+        up.send_signal(signal.SIGTERM)
+        assert up.wait(timeout=60) == 0
+    finally:
+        if up.poll() is None:
+            up.kill()
+
+
+def _pairs_by_model(base: str) -> dict[str, int]:
+    families = text_string_to_metric_families(httpx.get(f"{base}/metrics", timeout=10).text)
+    samples = [s for f in families for s in f.samples if s.name == "rerank_worker_pairs_total"]
+    return {s.labels["model"]: int(s.value) for s in samples if s.value}
 
 
 def test_a_worker_whose_model_cannot_be_had_fails_at_once_with_a_hint(tmp_path):

@@ -38,3 +38,17 @@ def test_request_rejects_bad_bodies(change):
     body = {"model": "m", "query": {"text": "q"}, "passages": [{"text": "p"}], **change}
     with pytest.raises(ValidationError):
         RankingRequest.model_validate(body)
+
+
+def test_rerank_models_lists_the_fleet_s_models_and_refuses_malformed_lists():
+    import pytest
+    from pydantic import ValidationError
+
+    from shared.settings import Settings
+
+    assert Settings(model="acme/one").model_ids == ["acme/one"]
+    settings = Settings(models=" a = acme/one , /models/local-two ")
+    assert settings.model_sources == [("a", "acme/one"), ("local-two", "/models/local-two")]
+    for bad in ("a=", "=acme/one", "a=x,a=y", "a=x,,b=y"):
+        with pytest.raises(ValidationError):
+            Settings(models=bad)
