@@ -40,8 +40,10 @@ class CohereRerankRequest(BaseModel):
     )
     rank_fields: list[str] | None = Field(None, description="Only [\"text\"] is supported (Cohere v1).")
     max_chunks_per_doc: int | None = Field(
-        None, ge=1, description="Accepted for Cohere v1 clients; long documents are truncated, never chunked."
-    )
+        None, ge=1, strict=True,
+        description="Score a document longer than fits as up to this many windows, the best one's score its own "
+        "(our max_chunks_per_passage, API.md section 6); at most RERANK_MAX_CHUNKS_PER_PASSAGE.",
+    )  # fmt: skip
     instruction: str | None = Field(None, description=INSTRUCTION_DESCRIPTION)
 
     @field_validator("rank_fields")

@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from shared.schemas import INSTRUCTION_DESCRIPTION, Passage, Query, Truncate
+from shared.schemas import INSTRUCTION_DESCRIPTION, MAX_CHUNKS_DESCRIPTION, Passage, Query, Truncate
 
 JobStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 FINISHED: tuple[str, ...] = ("succeeded", "failed", "cancelled")
@@ -29,6 +29,7 @@ class JobRequest(BaseModel):
     top_n: int | None = Field(None, ge=1)
     top_k: int | None = Field(None, ge=1)
     instruction: str | None = Field(None, description=INSTRUCTION_DESCRIPTION)
+    max_chunks_per_passage: int | None = Field(None, ge=1, strict=True, description=MAX_CHUNKS_DESCRIPTION)
 
     @field_validator("truncate", mode="before")
     @classmethod
@@ -61,6 +62,7 @@ class ChunkEntry(BaseModel):
     truncate: Truncate
     limit: int | None = None
     instruction: str | None = None
+    max_chunks_per_passage: int = 1
 
 
 class JobProgress(BaseModel):

@@ -7,6 +7,11 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 Truncate = Literal["NONE", "END"]
+MAX_CHUNKS_DESCRIPTION = (
+    "Our extension (API.md section 6): score a passage longer than fits beside the query as up to this many "
+    "windows, and give it the best window's logit; 1 to RERANK_MAX_CHUNKS_PER_PASSAGE; absent or 1: cut (END) or "
+    "refused (NONE) as usual."
+)
 INSTRUCTION_DESCRIPTION = (
     "Our extension: the task instruction that fills the {instruction} of the model's prompt (Qwen3-Reranker, "
     "README \"Recipes\"), instead of the model's default. A model whose prompt has no {instruction} answers 400."
@@ -37,6 +42,7 @@ class RankingRequest(_Strict):
     top_n: int | None = Field(None, ge=1, description="Return only the best N rankings.")
     top_k: int | None = Field(None, ge=1, description="Same as top_n (LiteLLM's spelling).")
     instruction: str | None = Field(None, description=INSTRUCTION_DESCRIPTION)
+    max_chunks_per_passage: int | None = Field(None, ge=1, strict=True, description=MAX_CHUNKS_DESCRIPTION)
 
     @field_validator("truncate", mode="before")
     @classmethod
@@ -101,6 +107,7 @@ class RankTask(BaseModel):
         None, ge=1, description="Cut each passage to this many tokens before NONE/END truncation (Cohere dialect)."
     )
     instruction: str | None = Field(None, description="Fills the prompt's {instruction}; None: the recipe's default.")
+    max_chunks_per_passage: int = Field(1, ge=1, description="Windows a long passage may be scored as (1: none).")
     deadline: float | None = Field(
         None, description="Unix time after which nobody waits for the answer: the worker drops the request unscored."
     )

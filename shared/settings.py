@@ -77,6 +77,19 @@ class Settings(BaseSettings):
         description="Token budget of one forward pass (padded length x pairs) in the micro-batcher. Default: "
         "16384 on a GPU; 2048 on a CPU, where larger batches of length-sorted pairs pad more for no gain.",
     )
+    max_chunks_per_passage: int = Field(
+        16, ge=1,
+        description="Most windows a request may ask one long passage to be scored as (`max_chunks_per_passage`, "
+        "Cohere's `max_chunks_per_doc`; 422 beyond). API.md section 6.",
+    )  # fmt: skip
+    chunk_overlap_tokens: int = Field(
+        32, ge=0, description="Tokens a passage's windows overlap by (at most half a window)."
+    )
+    max_windows_per_request: int = Field(
+        2048, ge=1,
+        description="Most windows (pairs after a request's long passages are cut into windows) a worker scores for "
+        "one request; beyond it 413. 2048 is four windows for each of 512 passages.",
+    )  # fmt: skip
     max_passages: int = Field(512, ge=1, description="Most passages in one request (the NIM's limit is 512).")
     worker_concurrency: int = Field(
         64, ge=1, description="Requests one worker process holds in flight; their pairs share forward passes."

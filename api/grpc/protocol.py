@@ -46,6 +46,20 @@ def parse_instruction(parameters) -> str | None:
     return _string_parameter(parameters, "instruction", "the task instruction")
 
 
+def parse_max_chunks(parameters) -> int | None:
+    """The `max_chunks_per_passage` request parameter (API.md section 6), an integer; absent: no windows."""
+    name = "max_chunks_per_passage"
+    if name not in parameters:
+        return None
+    param = parameters[name]
+    if param.WhichOneof("parameter_choice") not in ("int64_param", "uint64_param"):
+        raise _invalid(f"parameter '{name}' must be an integer of 1 or more")
+    value = getattr(param, param.WhichOneof("parameter_choice"))
+    if value < 1:
+        raise _invalid(f"parameter '{name}' must be an integer of 1 or more, not {value}")
+    return int(value)
+
+
 def _split_raw_bytes(raw: bytes, name: str) -> list[bytes]:
     """Triton's BYTES serialisation: each element is a 4-byte little-endian length, then the bytes."""
     items, offset = [], 0

@@ -112,11 +112,12 @@ class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
         model_id = await self.resolve_model(request.model_name)
         truncate = protocol.parse_truncate(request.parameters)
         instruction = protocol.parse_instruction(request.parameters)
+        max_chunks = protocol.parse_max_chunks(request.parameters)
         queries, passages = protocol.decode_inputs(request)
         remaining = context.time_remaining()
         result = await self._service.score(
             model=model_id, query=queries[0], passages=passages, truncate=truncate, instruction=instruction,
-            request_id=request.id or None,
+            max_chunks_per_passage=max_chunks, request_id=request.id or None,
             timeout=remaining if remaining is not None and remaining > 0 else None,
         )  # fmt: skip
         tensors, contents = protocol.encode_outputs(result, [output.name for output in request.outputs])

@@ -30,6 +30,8 @@ async def _cohere_rerank(
         truncate="END",  # the dialect has no NONE: long documents are cut, never refused
         max_passage_tokens=body.max_tokens_per_doc,
         instruction=body.instruction,
+        max_chunks_per_passage=body.max_chunks_per_doc,
+        chunks_field="max_chunks_per_doc",
         request_id=request.state.request_id,
     ))
     return build_cohere_response(result, body, version)

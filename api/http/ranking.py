@@ -23,6 +23,7 @@ async def rank(body: RankingRequest, request: Request, service: RankingService =
         passages=[p.text for p in body.passages],
         truncate=body.truncate,
         instruction=body.instruction,
+        max_chunks_per_passage=body.max_chunks_per_passage,
         request_id=request.state.request_id,
     ))
     return json_response(build_ranking_response(result, body.limit))

@@ -33,6 +33,7 @@ async def retrieval_rerank(
         passages=[p.text for p in body.passages],
         truncate=body.truncate,
         instruction=body.instruction,
+        max_chunks_per_passage=body.max_chunks_per_passage,
         request_id=request.state.request_id,
     ))
     return json_response(build_ranking_response(result, body.limit))

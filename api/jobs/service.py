@@ -15,7 +15,7 @@ from typing import AsyncIterator
 from celery import Celery
 from pydantic import ValidationError
 
-from api.ranking.input_limits import check_request
+from api.ranking.input_limits import check_max_chunks, check_request
 from api.ranking.schema_errors import describe_validation_errors
 from api.jobs.store import JobStore
 from api.ranking.service import RankingService, not_served
@@ -178,6 +178,7 @@ class JobService:
             return RerankError(ErrorType.NOT_FOUND, f"model {request.model!r} is not this job's model {model!r}")
         try:
             check_request(self._settings, request.query.text, [p.text for p in request.passages])
+            check_max_chunks(self._settings, request.max_chunks_per_passage)
         except RerankError as error:
             return error
         return {
@@ -188,6 +189,7 @@ class JobService:
             "truncate": request.truncate or truncate,
             "limit": request.top_n if request.top_n is not None else request.top_k,
             "instruction": request.instruction,
+            "max_chunks_per_passage": request.max_chunks_per_passage or 1,
         }
 
     def _queue_chunks(self, job_id: str, model: str, chunks: list[int]) -> None:

@@ -42,6 +42,15 @@ def check_request(settings: Settings, query: str, passages: list[str]) -> None:
         )
 
 
+def check_max_chunks(settings: Settings, value: int | None, field: str = "max_chunks_per_passage") -> None:
+    """INVALID_BODY (422) for windows per passage past RERANK_MAX_CHUNKS_PER_PASSAGE (the schema refuses < 1)."""
+    limit = settings.max_chunks_per_passage
+    if value is not None and value > limit:
+        raise RerankError(
+            ErrorType.INVALID_BODY, f"{field}: at most {limit} windows per passage (RERANK_MAX_CHUNKS_PER_PASSAGE)"
+        )
+
+
 def _name(index: int) -> str:
     return "query" if index == 0 else f"passages[{index - 1}]"
 

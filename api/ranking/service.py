@@ -16,7 +16,7 @@ from kombu.exceptions import OperationalError
 from redis.exceptions import RedisError
 
 from api.ranking.admission import Admission
-from api.ranking.input_limits import check_request
+from api.ranking.input_limits import check_max_chunks, check_request
 from api.ranking.metrics import note_model
 from api.ranking.model_names import match_served_model
 from api.ranking.result_waiter import ResultWaiter
@@ -68,15 +68,20 @@ class RankingService:
         timeout: float | None = None,
         max_passage_tokens: int | None = None,
         instruction: str | None = None,
+        max_chunks_per_passage: int | None = None,
+        chunks_field: str = "max_chunks_per_passage",
     ) -> RankResult:
         """Logits and token counts for every passage, in input order.
 
         `timeout` (a client's deadline) can shorten the wait, never lengthen it past RERANK_REQUEST_TIMEOUT.
         `max_passage_tokens` cuts every passage to that many tokens before truncation (Cohere dialect);
-        `instruction` fills the model's prompt (the worker refuses it for a model whose prompt takes none).
+        `instruction` fills the model's prompt (the worker refuses it for a model whose prompt takes none);
+        `max_chunks_per_passage` lets a long passage be scored as that many windows (API.md section 6), refused
+        past RERANK_MAX_CHUNKS_PER_PASSAGE naming the client's `chunks_field`.
         """
         timeout = min(timeout, self._settings.request_timeout) if timeout else self._settings.request_timeout
         check_request(self._settings, query, passages)
+        check_max_chunks(self._settings, max_chunks_per_passage, chunks_field)
         deadline = time.time() + timeout
         task = RankTask(
             request_id=request_id or uuid.uuid4().hex,
@@ -86,6 +91,7 @@ class RankingService:
             truncate=truncate,
             max_passage_tokens=max_passage_tokens,
             instruction=instruction,
+            max_chunks_per_passage=max_chunks_per_passage or 1,
             deadline=deadline,
         )
         try:

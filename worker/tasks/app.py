@@ -12,6 +12,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any, Callable
 
+import numpy as np
 from celery import Celery
 
 from shared.celery_app import create_celery_app
@@ -21,6 +22,7 @@ from worker.engine.client import EngineClient
 from worker.text.distinct import distinct_pairs
 from worker.text.prompting import PromptEncoder
 from worker.text.tokenization import EncodedPairs, PairTokenizer
+from worker.text.windows import best_of_windows
 
 log = logging.getLogger(__name__)
 
@@ -98,3 +100,42 @@ def score_distinct(engine: EngineClient, pairs: EncodedPairs, **options: Any) ->
 
     engine.score(pairs.take(rows), **options).add_done_callback(expand)
     return expanded
+
+
+def submit_request(
+    state: WorkerState,
+    query: str,
+    passages: list[str],
+    truncate: str,
+    *,
+    max_passage_tokens: int | None = None,
+    instruction: str | None = None,
+    max_chunks: int = 1,
+    **options: Any,
+) -> Callable[..., tuple[np.ndarray, np.ndarray]]:
+    """Tokenize one request (long passages as up to `max_chunks` windows) and send it to the engine.
+
+    Returns a function of an optional timeout that waits for the scores: per passage its logit (its best
+    window's) and its token count (all its windows' pairs together). `options` go to `EngineClient.score`.
+    """
+    settings = get_settings()
+    pairs, windows = state.tokenizer.encode_windows(
+        query, passages, truncate, max_passage_tokens, instruction,
+        max_windows=max_chunks, overlap=settings.chunk_overlap_tokens,
+    )  # fmt: skip
+    if windows is not None and len(windows) > settings.max_windows_per_request:
+        raise RerankError(
+            ErrorType.TOO_LARGE,
+            f"the request needs {len(windows)} windows ({len(passages)} passages, up to {max_chunks} windows each); "
+            f"a worker scores at most {settings.max_windows_per_request} per request "
+            "(RERANK_MAX_WINDOWS_PER_REQUEST): allow fewer windows or send fewer passages",
+        )
+    future = score_distinct(state.engine, pairs, **options)
+
+    def result(timeout: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+        logits = future.result(timeout)
+        if windows is None:
+            return logits, pairs.lengths
+        return best_of_windows(logits, pairs.lengths, windows)
+
+    return result

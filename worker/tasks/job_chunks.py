@@ -15,7 +15,7 @@ import json
 import logging
 import threading
 import time
-from concurrent.futures import Future
+from typing import Callable
 
 import redis
 
@@ -25,7 +25,7 @@ from shared.job_keys import chunk_key, done_key, job_key, job_keys, leases_key
 from shared.job_schemas import ChunkEntry, result_line
 from shared.schemas import RankResult, build_ranking_response
 from shared.settings import get_settings
-from worker.tasks.app import app, current_state, fleet_task, score_distinct
+from worker.tasks.app import app, current_state, fleet_task, submit_request
 
 log = logging.getLogger(__name__)
 
@@ -85,11 +85,12 @@ def score_entries(entries: list[ChunkEntry]) -> list[RankResult | RerankError]:
     UNAVAILABLE (the engine stopped) is raised, not given as the request's outcome: the chunk runs again.
     """
     state = current_state()
-    pending: list[tuple[object, Future] | RerankError] = []
+    pending: list[Callable[[], tuple] | RerankError] = []
     for entry in entries:
         try:
-            pairs = state.tokenizer.encode(entry.query, entry.passages, entry.truncate, instruction=entry.instruction)
-            pending.append((pairs, score_distinct(state.engine, pairs, background=True)))
+            pending.append(submit_request(state, entry.query, entry.passages, entry.truncate,
+                                          instruction=entry.instruction, max_chunks=entry.max_chunks_per_passage,
+                                          background=True))  # fmt: skip
         except RerankError as error:
             if error.type is ErrorType.UNAVAILABLE:
                 raise
@@ -99,9 +100,8 @@ def score_entries(entries: list[ChunkEntry]) -> list[RankResult | RerankError]:
         if isinstance(item, RerankError):
             outcomes.append(item)
             continue
-        pairs, future = item
         try:
-            logits = future.result()
+            logits, token_counts = item()
         except RerankError as error:
             if error.type is ErrorType.UNAVAILABLE:
                 raise
@@ -111,7 +111,7 @@ def score_entries(entries: list[ChunkEntry]) -> list[RankResult | RerankError]:
             log.exception("a batch-job forward pass failed")
             outcomes.append(RerankError(ErrorType.INTERNAL, "the worker failed to score this request"))
             continue
-        outcomes.append(RankResult(logits=logits.tolist(), token_counts=pairs.lengths.tolist()))
+        outcomes.append(RankResult(logits=logits.tolist(), token_counts=token_counts.tolist()))
     return outcomes
 
 

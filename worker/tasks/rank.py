@@ -11,7 +11,7 @@ from shared.errors import ErrorType, RerankError
 from shared.schemas import RankTask
 from shared.task_keys import TASK_KEY_TTL_SLACK, task_cancelled_key, task_worker_key
 from worker.engine.client import DeadlineExceeded
-from worker.tasks.app import app, current_state, fleet_task, score_distinct
+from worker.tasks.app import app, current_state, fleet_task, submit_request
 
 WAIT_SLACK_SECONDS = 5.0  # past a request's deadline, a task stops waiting for an engine that does not answer
 
@@ -41,10 +41,12 @@ def rank(payload: dict) -> dict:
     if task.model_id != state.model_id:
         raise RerankError(ErrorType.NOT_FOUND, f"this worker serves {state.model_id!r}, not {task.model_id!r}")
     claim(task)
-    pairs = state.tokenizer.encode(task.query, task.passages, task.truncate, task.max_passage_tokens, task.instruction)
+    scores = submit_request(state, task.query, task.passages, task.truncate, max_passage_tokens=task.max_passage_tokens,
+                            instruction=task.instruction, max_chunks=task.max_chunks_per_passage,
+                            deadline=task.deadline)  # fmt: skip
     wait = None if task.deadline is None else max(task.deadline - time.time(), 0) + WAIT_SLACK_SECONDS
     try:
-        logits = score_distinct(state.engine, pairs, deadline=task.deadline).result(wait)
+        logits, token_counts = scores(wait)
     except (DeadlineExceeded, TimeoutError):
         raise RerankError(ErrorType.TIMEOUT, "the request's deadline passed before it was scored") from None
-    return {"logits": logits.tolist(), "token_counts": pairs.lengths.tolist()}
+    return {"logits": logits.tolist(), "token_counts": token_counts.tolist()}

@@ -21,6 +21,7 @@ from tokenizers import Encoding, Tokenizer
 from worker.text.recipes import Recipe, instruction_refused
 from worker.text.tokenization import IDS, EncodedPairs, PairTokenizer
 from worker.text.truncation import pair_too_long
+from worker.text.windows import Windows, plan_windows
 
 
 def text_encoder(
@@ -87,6 +88,39 @@ class PromptEncoder:
         lengths = np.fromiter(map(len, sequences), dtype=np.int32, count=len(sequences))
         ids = np.fromiter(chain.from_iterable(sequences), dtype=IDS, count=int(lengths.sum()))
         return EncodedPairs(ids, None, lengths)
+
+    def encode_windows(
+        self,
+        query: str,
+        passages: Sequence[str],
+        truncate: str,
+        max_passage_tokens: int | None = None,
+        instruction: str | None = None,
+        *,
+        max_windows: int = 1,
+        overlap: int = 0,
+    ) -> tuple[EncodedPairs, Windows | None]:
+        """`encode`, with each passage longer than fits beside the query scored as up to `max_windows` windows:
+        windows of the passage's own tokens (worker/text/windows.py), each filled into the pair as the passage's
+        characters from its first token's start to its last token's end. Windows are sized to fit, and END cuts
+        what the pair's own tokenization adds at their edges. None: one sequence a passage."""
+        if max_windows > 1:
+            if max_passage_tokens is not None:
+                passages, max_passage_tokens = self._cut_passages(passages, max_passage_tokens), None
+            fill = {"query": query, "instruction": self.recipe.instruction if instruction is None else instruction}
+            empty_pair = self.tokenizer.encode(self.recipe.prompt.pair.format(passage="", **fill), add_special_tokens=False)
+            room = self.max_seq_len - self.fixed_tokens - len(empty_pair.ids)
+            encodings = self.tokenizer.encode_batch(list(passages), add_special_tokens=False)
+            lengths = np.fromiter(map(len, encodings), dtype=np.int64, count=len(encodings))
+            if room > 0 and (lengths > room).any():
+                windows = plan_windows(lengths, room=room, max_windows=max_windows, overlap=overlap, truncate=truncate)
+                texts = [
+                    passages[owner] if length == lengths[owner] else
+                    passages[owner][encodings[owner].offsets[start][0] : encodings[owner].offsets[start + length - 1][1]]
+                    for owner, start, length in zip(windows.owners.tolist(), windows.offsets.tolist(), windows.lengths.tolist())
+                ]  # fmt: skip
+                return self.encode(query, texts, "END", instruction=instruction), windows
+        return self.encode(query, passages, truncate, max_passage_tokens, instruction), None
 
     def _sequence(self, pair: Encoding) -> list[int]:
         if not self.recipe.special_tokens:

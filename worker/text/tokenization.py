@@ -22,6 +22,7 @@ from tokenizers import Encoding, Tokenizer
 
 from worker.text.recipes import instruction_refused
 from worker.text.truncation import fit_pairs
+from worker.text.windows import Windows, plan_windows
 
 IDS = np.int32  # token ids on the wire; segment ids are int8
 TYPES = np.int8
@@ -133,7 +134,7 @@ class PairTokenizer:
             return None
         for query_text, passage_text in _PROBES:
             want = self.tokenizer.encode(query_text, passage_text) if passage_text else self.tokenizer.encode(query_text)
-            got = self._assemble(templates, self._query_ids(query_text), [passage_text], "NONE", None, limit=None)
+            got, _ = self._assemble(templates, self._query_ids(query_text), [passage_text], "NONE", None, limit=None)
             if got.input_ids.tolist() != want.ids or (self.uses_type_ids and got.type_ids.tolist() != want.type_ids):
                 return None
         return templates
@@ -155,12 +156,27 @@ class PairTokenizer:
         An empty passage is encoded as the query alone, as transformers' `tokenizer(query, "")` does. A plain
         pair encoding has no {instruction}: an `instruction` is refused (VALIDATION).
         """
+        return self.encode_windows(query, passages, truncate, max_passage_tokens, instruction)[0]
+
+    def encode_windows(
+        self,
+        query: str,
+        passages: Sequence[str],
+        truncate: str,
+        max_passage_tokens: int | None = None,
+        instruction: str | None = None,
+        *,
+        max_windows: int = 1,
+        overlap: int = 0,
+    ) -> tuple[EncodedPairs, Windows | None]:
+        """`encode`, with each passage longer than fits beside the query scored as up to `max_windows` windows
+        (worker/text/windows.py): the windows' pairs, and which passage each is of (None: one pair each)."""
         if instruction is not None:
             raise instruction_refused()
         if self._templates is None:
-            return self._pair_by_pair(query, passages, truncate, max_passage_tokens)
+            return self._pair_by_pair(query, passages, truncate, max_passage_tokens, max_windows, overlap)
         return self._assemble(self._templates, self._query_ids(query), passages, truncate, max_passage_tokens,
-                              limit=self.max_seq_len)  # fmt: skip
+                              limit=self.max_seq_len, max_windows=max_windows, overlap=overlap)  # fmt: skip
 
     def _passages(self, passages: Sequence[str], max_passage_tokens: int | None) -> tuple[np.ndarray, ...]:
         """Every passage's tokens end to end, where each starts, and how many each has (at most `max_passage_tokens`)."""
@@ -174,19 +190,24 @@ class PairTokenizer:
 
     def _assemble(
         self, templates: tuple[_Template, _Template], query_ids: np.ndarray, passages: Sequence[str], truncate: str,
-        max_passage_tokens: int | None, *, limit: int | None,
-    ) -> EncodedPairs:  # fmt: skip
-        """Every pair built from the templates in whole-array operations, after truncation to `limit` (None: none)."""
+        max_passage_tokens: int | None, *, limit: int | None, max_windows: int = 1, overlap: int = 0,
+    ) -> tuple[EncodedPairs, Windows | None]:  # fmt: skip
+        """Every pair built from the templates in whole-array operations, after truncation to `limit` (None: none)
+        or, where `max_windows` allows it, cut into windows."""
         pair, single = templates
         flat, passage_starts, lengths = self._passages(passages, max_passage_tokens)
-        query_len, kept = len(query_ids), lengths
-        if limit is not None:
+        empty = np.fromiter(map(len, passages), dtype=np.int64, count=len(passages)) == 0  # the query alone
+        query_len, kept, windows = len(query_ids), lengths, None
+        room = (limit or 0) - pair.specials - query_len
+        if limit is not None and max_windows > 1 and room > 0 and (lengths > room).any():
+            windows = plan_windows(lengths, room=room, max_windows=max_windows, overlap=overlap, truncate=truncate)
+            passage_starts, kept, empty = passage_starts[windows.owners] + windows.offsets, windows.lengths, empty[windows.owners]
+        elif limit is not None:
             query_len, kept = fit_pairs(query_len=query_len, passage_lens=lengths, specials=pair.specials, limit=limit,
                                         truncate=truncate)  # fmt: skip
         query = query_ids[:query_len], np.full(query_len, pair.query_type, dtype=TYPES)
         head = _join(pair.before, query, pair.between)
         alone = _join(single.before, (query[0], np.full(query_len, single.query_type, dtype=TYPES)), single.after)
-        empty = np.fromiter(map(len, passages), dtype=np.int64, count=len(passages)) == 0  # the query alone
         kept = np.where(empty, 0, kept)
         head_lens = np.where(empty, len(alone[0]), len(head[0]))
         tail_lens = np.where(empty, 0, len(pair.after[0]))
@@ -200,28 +221,43 @@ class PairTokenizer:
         at = token_index(starts + head_lens, kept)
         out[0][at] = flat[token_index(passage_starts, kept)]
         out[1][at] = pair.passage_type
-        return EncodedPairs(out[0], out[1] if self.uses_type_ids else None, pair_lens.astype(np.int32))
+        return EncodedPairs(out[0], out[1] if self.uses_type_ids else None, pair_lens.astype(np.int32)), windows
 
     def _pair_by_pair(
-        self, query: str, passages: Sequence[str], truncate: str, max_passage_tokens: int | None
-    ) -> EncodedPairs:
-        """The tokenizer's own post-processor on every pair (tokenizers whose specials are not a fixed template)."""
+        self, query: str, passages: Sequence[str], truncate: str, max_passage_tokens: int | None, max_windows: int,
+        overlap: int,
+    ) -> tuple[EncodedPairs, Windows | None]:  # fmt: skip
+        """The tokenizer's own post-processor on every pair (tokenizers whose specials are not a fixed template);
+        windows are the tokenizer's own overflowing pieces, cut where `plan_windows` says."""
         query_enc = self.tokenizer.encode(query, add_special_tokens=False)
         passage_encs = self.tokenizer.encode_batch(list(passages), add_special_tokens=False)
         lengths = np.fromiter((len(e) for e in passage_encs), dtype=np.int64, count=len(passage_encs))
         if max_passage_tokens is not None:
             lengths = np.minimum(lengths, max_passage_tokens)
-        query_len, kept = fit_pairs(query_len=len(query_enc), passage_lens=lengths, specials=self.pair_specials,
-                                    limit=self.max_seq_len, truncate=truncate)  # fmt: skip
-        query_enc.truncate(query_len)
-        merged = []
-        for encoding, keep, text in zip(passage_encs, kept.tolist(), passages):
-            encoding.truncate(keep)  # truncating to 0 keeps an encoding of no tokens
-            merged.append(self.tokenizer.post_process(query_enc, encoding if text else None, add_special_tokens=True))
+        room = self.max_seq_len - self.pair_specials - len(query_enc)
+        windows = None
+        if max_windows > 1 and room > 0 and (lengths > room).any():
+            windows = plan_windows(lengths, room=room, max_windows=max_windows, overlap=overlap, truncate=truncate)
+            pieces = []
+            for encoding, length, count in zip(passage_encs, lengths.tolist(), np.bincount(windows.owners).tolist()):
+                encoding.truncate(length)
+                if length > room:
+                    encoding.truncate(room, stride=min(overlap, room // 2))
+                pieces += [encoding, *encoding.overflowing][:count]
+            texts = [passages[i] for i in windows.owners.tolist()]
+        else:
+            query_len, kept = fit_pairs(query_len=len(query_enc), passage_lens=lengths, specials=self.pair_specials,
+                                        limit=self.max_seq_len, truncate=truncate)  # fmt: skip
+            query_enc.truncate(query_len)
+            for encoding, keep in zip(passage_encs, kept.tolist()):
+                encoding.truncate(keep)  # truncating to 0 keeps an encoding of no tokens
+            pieces, texts = passage_encs, passages
+        merged = [self.tokenizer.post_process(query_enc, piece if text else None, add_special_tokens=True)
+                  for piece, text in zip(pieces, texts)]  # fmt: skip
         pair_lens = np.fromiter(map(len, merged), dtype=np.int32, count=len(merged))
         ids = np.fromiter(chain.from_iterable(m.ids for m in merged), dtype=IDS, count=int(pair_lens.sum()))
         types = np.fromiter(chain.from_iterable(m.type_ids for m in merged), dtype=TYPES, count=len(ids))
-        return EncodedPairs(ids, types if self.uses_type_ids else None, pair_lens)
+        return EncodedPairs(ids, types if self.uses_type_ids else None, pair_lens), windows
 
 
 def _join(*parts: tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:

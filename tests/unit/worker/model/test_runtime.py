@@ -48,7 +48,7 @@ def test_pairs_assembled_from_the_tokenizer_s_template_match_its_own_pair_by_pai
     for truncate in ("END", "NONE"):
         fitting = passages if truncate == "END" else [p for p in passages if len(p) < 400]
         fast = encoder.encode(QUERY, fitting, truncate)
-        careful = encoder.pairs._pair_by_pair(QUERY, fitting, truncate, None)
+        careful, _ = encoder.pairs._pair_by_pair(QUERY, fitting, truncate, None, 1, 0)
         assert fast.input_ids.tolist() == careful.input_ids.tolist()
         assert fast.lengths.tolist() == careful.lengths.tolist()
         assert (fast.type_ids is None) == (careful.type_ids is None)

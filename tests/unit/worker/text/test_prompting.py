@@ -105,3 +105,26 @@ def test_score_tokens_must_be_single_tokens(qwen3_model_dir):
     bad = parse_recipe({"score": {"type": "token_logits", "positive": "yes", "negative": "not relevant"}}, "cfg.json")
     with pytest.raises(RecipeError, match=r"^cfg\.json: score\.negative 'not relevant' is not a single token"):
         score_token_ids(bad, tokenizer)
+
+
+@pytest.mark.parametrize("family", ["qwen3", "nv"])
+def test_a_long_passage_is_prompted_as_windows_of_its_own_text(family, request):
+    """API.md section 6 with a prompt: each window is the passage's characters from its first token to its last."""
+    encoder, tokenizer = setup(request.getfixturevalue(f"{family}_model_dir"), limit=220)
+    passage = " ".join(f"stop{i} is north of the square" for i in range(40))
+    got, windows = encoder.encode_windows(QUERY, ["bananas", passage], "NONE", max_windows=16, overlap=8)
+    own = tokenizer.encode(passage, add_special_tokens=False)
+    fill = {"query": QUERY, "instruction": encoder.recipe.instruction}
+    room = 220 - encoder.fixed_tokens - len(ids(tokenizer, encoder.recipe.prompt.pair.format(passage="", **fill)))
+    step = room - min(8, room // 2)
+    expected_texts = ["bananas"]
+    for start in range(0, len(own.ids), step):
+        last = min(start + room, len(own.ids)) - 1
+        expected_texts.append(passage[own.offsets[start][0] : own.offsets[last][1]])
+        if start + room >= len(own.ids):
+            break
+    assert windows.owners.tolist() == [0] + [1] * (len(expected_texts) - 1)
+    assert token_rows(got) == token_rows(encoder.encode(QUERY, expected_texts, "END"))
+    assert max(got.lengths) <= 220
+    with pytest.raises(RerankError, match="passage 1: it needs"):
+        encoder.encode_windows(QUERY, ["bananas", passage], "NONE", max_windows=2, overlap=8)
