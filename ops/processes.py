@@ -109,13 +109,11 @@ def start_worker(
 
 
 def start_api(log_dir: Path, *, redis_url: str, timeout: float = 60, **settings) -> Proc:
-    """A uvicorn process serving the API (HTTP and gRPC); returns once /v1/health/live answers."""
+    """The API process (`python -m api`: HTTP and gRPC); returns once /v1/health/live answers."""
     port = free_port()
     settings.setdefault("grpc_port", free_port())
-    env = child_env(redis_url=redis_url, **settings)
-    argv = [sys.executable, "-m", "uvicorn", "api.app:create_app", "--factory", "--host", "127.0.0.1",
-            "--port", str(port), "--log-level", "warning"]  # fmt: skip
-    proc = _spawn("api", argv, env, log_dir)
+    env = child_env(redis_url=redis_url, host="127.0.0.1", port=port, **settings)
+    proc = _spawn("api", [sys.executable, "-m", "api"], env, log_dir)
     proc.extra["url"] = f"http://127.0.0.1:{port}"
     proc.extra["grpc"] = f"127.0.0.1:{settings['grpc_port']}"
     return _when_answering(proc, "API", proc.extra["url"] + "/v1/health/live", timeout)

@@ -10,7 +10,7 @@ import struct
 import numpy as np
 from tritonclient.grpc import service_pb2 as pb
 
-from shared.errors import ErrorType, RerankError
+from shared.errors import ErrorType, RerankError, shown
 from shared.schemas import RankResult, Truncate
 
 INPUT_NAMES = ("query", "passage")
@@ -30,7 +30,7 @@ def parse_truncate(parameters) -> Truncate:
         raise _invalid("parameter 'truncate' must be a string: 'none' or 'end'")
     value = param.string_param.upper()
     if value not in ("NONE", "END"):
-        raise _invalid(f"parameter 'truncate' must be 'none' or 'end', not {param.string_param!r}")
+        raise _invalid(f"parameter 'truncate' must be 'none' or 'end', not {shown(param.string_param)}")
     return value  # type: ignore[return-value]
 
 

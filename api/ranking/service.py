@@ -23,7 +23,7 @@ from api.ranking.result_waiter import ResultWaiter
 from api.ranking.task_watch import TaskWatch
 from api.ranking.worker_registry import WorkerRegistry
 from shared.celery_app import RANK_TASK, interactive_queue
-from shared.errors import ErrorType, RerankError
+from shared.errors import ErrorType, RerankError, shown
 from shared.schemas import RankResult, RankTask, Truncate
 from shared.settings import Settings
 
@@ -175,7 +175,7 @@ class RankingService:
         if await self._registry.live_workers(model):
             return
         if model != self._settings.served_model_id:
-            raise RerankError(ErrorType.NOT_FOUND, f"model {model!r} is not served here; GET /v1/models lists the models")
+            raise RerankError(ErrorType.NOT_FOUND, f"model {shown(model)} is not served here; GET /v1/models lists the models")
         raise RerankError(
             ErrorType.UNAVAILABLE, f"no worker is serving model {model!r} right now", retry_after=RETRY_AFTER_SECONDS
         )

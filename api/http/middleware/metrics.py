@@ -3,9 +3,21 @@
 
 from __future__ import annotations
 
+from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.ranking.metrics import observed_request
+
+
+def route_template(scope: Scope) -> str:
+    """The template of the route that served (or would have served) the request; `unmatched` for none.
+
+    A request answered before routing (a 401, a 413 on its declared length) still counts under its route.
+    """
+    route = scope.get("route")
+    if route is None and scope.get("app") is not None:
+        route = next((r for r in scope["app"].router.routes if r.matches(scope)[0] is Match.FULL), None)
+    return getattr(route, "path", "unmatched")  # the template: job ids stay out
 
 
 class HttpMetricsMiddleware:
@@ -28,4 +40,4 @@ class HttpMetricsMiddleware:
             try:
                 await self.app(scope, receive, send_and_note_status)
             finally:
-                labels.route = getattr(scope.get("route"), "path", "unmatched")  # the template: job ids stay out
+                labels.route = route_template(scope)
