@@ -44,7 +44,7 @@ def test_the_embedded_redis_needs_its_password_and_refuses_admin_commands(fleet)
     url = _redis_url(children)
     password = redis.connection.parse_url(url).get("password")
     assert password and len(password) >= 16
-    port = int(re.search(r"Redis\s+redis://:\*\*\*@127\.0\.0\.1:(\d+)/0", output).group(1))
+    port = int(re.search(r"Redis\s+redis://\*\*\*@127\.0\.0\.1:(\d+)/0", output).group(1))
     anonymous = redis.Redis(port=port)
     with pytest.raises(redis.AuthenticationError):
         anonymous.publish("celery-task-meta-forged", '{"status": "SUCCESS", "result": {"ok": {}}}')  # a forged result
