@@ -6,6 +6,9 @@ counters only the first time, so a chunk run twice is counted once. The run that
 queues chunk n + RERANK_JOB_WINDOW, so a job keeps a bounded number of chunks queued and never fills a
 worker's task slots ahead of interactive requests. Every queued or running chunk holds a lease that its
 worker renews; worker/job_sweeper.py queues again any chunk whose lease lapsed or that the chain lost.
+At most RERANK_JOB_CONCURRENCY chunks run at once in one worker (`chunk_slots`): a chunk that finds them
+all taken is queued again, due a moment later, and gives its task thread back at once, so batch jobs never
+hold the threads interactive requests need.
 """
 
 from __future__ import annotations
@@ -62,6 +65,16 @@ return redis.call('HGET', KEYS[1], 'status')
 """
 
 _client: redis.Redis | None = None
+_slots: threading.BoundedSemaphore | None = None
+BUSY_RETRY_SECONDS = 1.0  # a chunk that found no free slot is due again this much later
+
+
+def chunk_slots() -> threading.BoundedSemaphore:
+    """This worker's budget of chunks running at once (RERANK_JOB_CONCURRENCY)."""
+    global _slots
+    if _slots is None:
+        _slots = threading.BoundedSemaphore(get_settings().job_concurrency)
+    return _slots
 
 
 def _redis() -> redis.Redis:
@@ -145,10 +158,11 @@ class RunningChunks:
 running_chunks = RunningChunks()
 
 
-def queue_chunk(client: redis.Redis, *, job_id: str, model: str, chunk: int, window: int) -> None:
-    """Lease a chunk, then queue it."""
+def queue_chunk(client: redis.Redis, *, job_id: str, model: str, chunk: int, window: int,
+                countdown: float | None = None) -> None:  # fmt: skip
+    """Lease a chunk, then queue it (due `countdown` seconds from now if given)."""
     client.hset(leases_key(job_id), chunk, time.time())
-    send_job_chunk(tasks.app, job_id=job_id, model=model, chunk=chunk, window=window)
+    send_job_chunk(tasks.app, job_id=job_id, model=model, chunk=chunk, window=window, countdown=countdown)
 
 
 @tasks.fleet_task(JOB_CHUNK_TASK, acks_late=True, reject_on_worker_lost=True, ignore_result=True)
@@ -159,16 +173,23 @@ def job_chunk(payload: dict) -> dict:
     status = client.eval(_START, 1, job_key(job_id), time.time())
     if status is None or status == b"cancelled":
         return {"skipped": True}  # expired, deleted or cancelled: nothing to do, nothing to queue
-    raw = client.get(chunk_key(job_id, chunk_no))
-    if raw is None or client.sismember(done_key(job_id), chunk_no):
-        return {"chunk": chunk_no, "committed": False}  # another run committed it
-    running_chunks.add(job_id, chunk_no)
+    if not chunk_slots().acquire(blocking=False):  # this worker runs its budget of chunks already
+        queue_chunk(client, job_id=job_id, model=payload["model"], chunk=chunk_no, window=window,
+                    countdown=BUSY_RETRY_SECONDS)  # fmt: skip
+        return {"chunk": chunk_no, "deferred": True}
     try:
-        client.hset(leases_key(job_id), chunk_no, time.time())
-        entries = [ChunkEntry.model_validate(e) for e in json.loads(raw)]
-        committed = commit(job_id, chunk_no, entries, score_entries(entries))
+        raw = client.get(chunk_key(job_id, chunk_no))
+        if raw is None or client.sismember(done_key(job_id), chunk_no):
+            return {"chunk": chunk_no, "committed": False}  # another run committed it
+        running_chunks.add(job_id, chunk_no)
+        try:
+            client.hset(leases_key(job_id), chunk_no, time.time())
+            entries = [ChunkEntry.model_validate(e) for e in json.loads(raw)]
+            committed = commit(job_id, chunk_no, entries, score_entries(entries))
+        finally:
+            running_chunks.remove(job_id, chunk_no)
     finally:
-        running_chunks.remove(job_id, chunk_no)
+        chunk_slots().release()
     total = int(client.hget(job_key(job_id), "chunks_total") or 0)
     if committed and chunk_no + window < total:
         queue_chunk(client, job_id=job_id, model=payload["model"], chunk=chunk_no + window, window=window)

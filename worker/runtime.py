@@ -16,6 +16,7 @@ import torch
 from tokenizers import Encoding, Tokenizer
 from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
 
+from shared.errors import RerankError
 from shared.settings import Settings
 from worker.device import resolve_device, resolve_dtype, to_device
 from worker.model_source import ModelLoadError, resolve_model_dir
@@ -79,8 +80,12 @@ class CrossEncoder:
     def load(cls, settings: Settings) -> "CrossEncoder":
         """Load `settings.model` (safetensors only); raise ModelLoadError with a readable message."""
         started = time.perf_counter()
-        model_dir = resolve_model_dir(settings.model, trust_remote_code=settings.trust_remote_code)
-        device = resolve_device(settings.device)
+        model_dir = resolve_model_dir(settings.model, trust_remote_code=settings.trust_remote_code,
+                                      revision=settings.model_revision)  # fmt: skip
+        try:
+            device = resolve_device(settings.device)
+        except RerankError as exc:  # RERANK_DEVICE=cuda without a GPU: refused, never a silent CPU run
+            raise ModelLoadError(exc.message) from None
         dtype = resolve_dtype(settings.dtype, device)
         remote = {"trust_remote_code": settings.trust_remote_code}
         try:

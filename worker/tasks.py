@@ -8,10 +8,10 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
-from celery import Celery, current_task
+from celery import Celery, current_task, signals
 
 from shared.celery_app import RANK_TASK, create_celery_app
-from shared.errors import ErrorType, RerankError
+from shared.errors import ErrorAnswer, ErrorType, RerankError
 from shared.schemas import RankResult, RankTask
 from shared.settings import get_settings
 from shared.task_keys import TASK_KEY_TTL_SLACK, task_cancelled_key, task_worker_key
@@ -49,23 +49,24 @@ def install_state(state: WorkerState) -> None:
 
 
 def fleet_task(name: str, **options: Any) -> Callable:
-    """The one task decorator of the project: name, JSON in and out, errors returned as data.
+    """The one task decorator of the project: name, JSON in and out, errors answered in the taxonomy.
 
-    A task returns {"ok": ...} or {"error": {"type", "message"}}; it never raises, so no exception text
-    crosses Redis and the API maps errors through the shared taxonomy. `options` go to Celery's
+    A task returns {"ok": ...}, or raises ErrorAnswer({"type", "message"}): Celery records it as FAILURE (so
+    Flower counts it failed, its reason in the result, never a text), and the API reads the error back and
+    maps it through the shared taxonomy; no other exception text crosses Redis. `options` go to Celery's
     `app.task` (interactive default: result stored, acknowledged on start).
     """
-    options = {"ignore_result": False, "acks_late": False, **options}
+    options = {"ignore_result": False, "acks_late": False, "throws": (ErrorAnswer,), **options}
 
     def decorate(body: Callable[[dict], dict]) -> Any:
         def run(payload: dict) -> dict:
             try:
                 return {"ok": body(payload)}
             except RerankError as exc:
-                return {"error": exc.to_dict()}
+                raise ErrorAnswer(exc.to_dict()) from None
             except Exception:
                 log.exception("task %s failed", name)
-                return {"error": RerankError(ErrorType.INTERNAL, "the worker failed to score the request").to_dict()}
+                raise ErrorAnswer(RerankError(ErrorType.INTERNAL, "the worker failed to score the request").to_dict()) from None
 
         run.__name__ = body.__name__
         run.__doc__ = body.__doc__
@@ -99,6 +100,20 @@ def score_distinct(batcher: MicroBatcher, pairs: Sequence[EncodedPair], **option
 
     batcher.submit(distinct, **options).add_done_callback(expand)
     return expanded
+
+
+@signals.task_received.connect(weak=False)
+def claim_on_receipt(request, **_) -> None:
+    """Record this worker as the owner of a ranking task the moment its message is received, before it waits
+    for a thread: if this process dies holding it, the API sees the owner's heartbeat stop and sends it again
+    (api/ranking/task_watch.py). Runs in the consumer's thread; a Redis error only costs that early notice."""
+    if request.name != RANK_TASK:
+        return
+    try:
+        ttl = int(get_settings().request_timeout) + TASK_KEY_TTL_SLACK
+        app.backend.client.set(task_worker_key(request.id), request.hostname or "", ex=ttl)
+    except Exception as exc:  # noqa: BLE001 - never let it stop the consumer
+        log.warning("could not record the owner of task %s: %s", request.id, exc)
 
 
 def _claim(task: RankTask) -> None:

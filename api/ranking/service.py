@@ -20,7 +20,7 @@ from api.ranking.input_limits import check_request
 from api.ranking.metrics import note_model
 from api.ranking.model_names import match_served_model
 from api.ranking.result_waiter import ResultWaiter
-from api.ranking.task_watch import TaskWatch
+from api.ranking.task_watch import TaskWatch, task_id as new_task_id
 from api.ranking.worker_registry import WorkerRegistry
 from shared.celery_app import RANK_TASK, interactive_queue
 from shared.errors import ErrorType, RerankError, shown
@@ -31,6 +31,8 @@ log = logging.getLogger(__name__)
 
 RETRY_AFTER_SECONDS = 5
 MIN_RETRY_SECONDS = 1.0  # a task whose worker died is sent again only with at least this much time left
+MAX_SENDS = 3  # a request is sent at most this often (workers may die again while a fleet restarts them)
+CLAIM_GRACE_SECONDS = 2.0  # a task unclaimed this long after its send is checked for having vanished
 
 
 class _WorkerLost(Exception):
@@ -102,13 +104,13 @@ class RankingService:
     async def _run(self, task: RankTask) -> dict | None:
         """Send the task and wait for its result record (None at the deadline).
 
-        If the worker scoring it dies, the task is sent once more while enough time is left, else
-        UNAVAILABLE; if the caller is cancelled (its client left) or the deadline passes, workers are
-        told to skip the task.
+        If the worker that took it dies (or it vanished with a worker killed as it popped it), the task is
+        sent again while enough time is left and a live worker remains, else UNAVAILABLE; if the caller is
+        cancelled (its client left) or the deadline passes, workers are told to skip the task. Only the
+        answer to the last send is awaited, so a request scored twice reaches its client once.
         """
-        resent = False
-        while True:
-            task_id = uuid.uuid4().hex
+        for send in range(1, MAX_SENDS + 1):
+            task_id = new_task_id()
             try:
                 async with self._waiter.expect(task_id) as pending:
                     await asyncio.to_thread(self._send, task_id, task)
@@ -118,22 +120,25 @@ class RankingService:
                 return meta
             except _WorkerLost as lost:
                 left = task.deadline - time.time()
-                if resent or left < MIN_RETRY_SECONDS or not await self._registry.live_workers(task.model_id):
+                if send == MAX_SENDS or left < MIN_RETRY_SECONDS or not await self._registry.live_workers(task.model_id):
                     raise RerankError(
                         ErrorType.UNAVAILABLE,
                         "the worker scoring this request stopped before answering",
                         retry_after=RETRY_AFTER_SECONDS,
                     ) from None
-                log.warning("worker %s died scoring task %s; sending it again (%.1fs left)", lost, task_id, left)
-                resent = True
+                log.warning("%s task %s; sending it again (%.1fs left)", lost, task_id, left)
             except asyncio.CancelledError:
                 await self._watch.cancel(task_id, task.deadline - time.time())
                 raise
+        raise AssertionError("unreachable")
 
     async def _check(self, task_id: str, task: RankTask) -> None:
         lost = await self._watch.lost_worker(task_id, task.model_id)
         if lost is not None:
-            raise _WorkerLost(lost)
+            raise _WorkerLost(f"worker {lost} died scoring")
+        unclaimed_for = time.time() - int(task_id[:16], 16) / 1e9
+        if unclaimed_for > CLAIM_GRACE_SECONDS and await self._watch.vanished(task_id, interactive_queue(task.model_id)):
+            raise _WorkerLost("a worker stopped between taking and claiming")
 
     async def check_ready(self, model: str | None = None) -> int:
         """How many live workers serve `model` (default: the configured one); UNAVAILABLE with the reason if none."""
@@ -194,14 +199,24 @@ class RankingService:
         )
 
 
+def _error_answer(result: object) -> dict | None:
+    """The error a worker answered with (shared/errors.ErrorAnswer, as Celery stores a raised exception)."""
+    if isinstance(result, dict) and result.get("exc_type") == "ErrorAnswer":
+        args = result.get("exc_message")
+        if isinstance(args, list) and args and isinstance(args[0], dict):
+            return args[0]
+    return None
+
+
 def _unpack(meta: dict) -> RankResult:
     """A worker's Celery result record → its scores, or the error it reported."""
     if meta.get("status") == "REVOKED":  # Celery dropped it unstarted: its deadline (`expires`) had passed
         raise RerankError(ErrorType.TIMEOUT, "the request's deadline passed before a worker took it")
-    result = meta.get("result") if meta.get("status") == "SUCCESS" else None
-    if isinstance(result, dict) and "ok" in result:
+    result = meta.get("result")
+    if meta.get("status") == "SUCCESS" and isinstance(result, dict) and "ok" in result:
         return RankResult.model_validate(result["ok"])
-    if isinstance(result, dict) and "error" in result:
-        raise RerankError.from_dict(result["error"])
+    error = _error_answer(result) if meta.get("status") == "FAILURE" else None
+    if error is not None:
+        raise RerankError.from_dict(error)
     log.error("task ended with status %s", meta.get("status"))
     raise RerankError(ErrorType.INTERNAL, "the worker failed to score the request")
