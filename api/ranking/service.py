@@ -127,7 +127,7 @@ class RankingService:
                         retry_after=RETRY_AFTER_SECONDS,
                     ) from None
                 log.warning("%s task %s; sending it again (%.1fs left)", lost, task_id, left)
-            except asyncio.CancelledError:
+            except (asyncio.CancelledError, RerankError):  # its client left, or no worker is left to take it
                 await self._watch.cancel(task_id, task.deadline - time.time())
                 raise
         raise AssertionError("unreachable")
@@ -136,9 +136,13 @@ class RankingService:
         lost = await self._watch.lost_worker(task_id, task.model_id)
         if lost is not None:
             raise _WorkerLost(f"worker {lost} died scoring")
-        unclaimed_for = time.time() - int(task_id[:16], 16) / 1e9
-        if unclaimed_for > CLAIM_GRACE_SECONDS and await self._watch.vanished(task_id, interactive_queue(task.model_id)):
+        if time.time() - int(task_id[:16], 16) / 1e9 < CLAIM_GRACE_SECONDS or await self._watch.owner(task_id):
+            return
+        if await self._watch.vanished(task_id, interactive_queue(task.model_id)):
             raise _WorkerLost("a worker stopped between taking and claiming")
+        if not await self._registry.live_workers(task.model_id):  # still queued, and nobody left to take it
+            raise RerankError(ErrorType.UNAVAILABLE, f"no worker is serving model {task.model_id!r} right now",
+                              retry_after=RETRY_AFTER_SECONDS)  # fmt: skip
 
     async def check_ready(self, model: str | None = None) -> int:
         """How many live workers serve `model` (default: the configured one); UNAVAILABLE with the reason if none."""

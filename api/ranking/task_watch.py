@@ -53,12 +53,16 @@ class TaskWatch:
         sent_ns = int(task_id[:16], 16)
         return bool(await self._vanished(keys=[queue, task_worker_key(task_id)], args=[f"{sent_ns + CLOCK_SKEW_NS:016x}"]))
 
+    async def owner(self, task_id: str) -> str | None:
+        """The worker that took `task_id`, if one has."""
+        owner = await self._redis.get(task_worker_key(task_id))
+        return owner.decode() if isinstance(owner, bytes) else owner
+
     async def lost_worker(self, task_id: str, model_id: str) -> str | None:
         """The worker that took `task_id` if its heartbeat has stopped; None while it lives or none took it."""
-        owner = await self._redis.get(task_worker_key(task_id))
+        owner = await self.owner(task_id)
         if owner is None:
             return None
-        owner = owner.decode() if isinstance(owner, bytes) else owner
         return None if await self._registry.is_live(model_id, owner) else owner
 
     async def cancel(self, task_id: str, seconds_left: float) -> None:
