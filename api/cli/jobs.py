@@ -142,7 +142,11 @@ def fitted_progress_line(progress: JobProgress, elapsed_s: float, start: JobProg
     room = columns - 1 - len(bare) - 3  # "[" + bar + "] "
     if room >= 4:
         return progress_line(progress, elapsed_s, start, width=min(24, room))
-    return bare.replace(" requests  ", " req  ")[: columns - 1]
+    shorter = bare.replace(" requests  ", " req  ")
+    if len(shorter) > columns - 1:  # then the pair counts go; the rates and the ETA stay
+        counts = f"{progress.completed_pairs:,}/{progress.total_pairs:,} pairs  "
+        shorter = shorter.replace(counts, "")
+    return shorter[: columns - 1]
 
 
 def wait_for_job(client: JobsClient, job: Job, out: TextIO, interval_s: float = POLL_INTERVAL_S) -> Job:

@@ -67,13 +67,12 @@ class JobStore:
     async def caller_usage(self, caller: str) -> tuple[int, int]:
         """How many unfinished jobs the caller has, and how many bytes of requests they hold staged."""
         ids = [_text(i) for i in await self._redis.zrange(caller_jobs_key(caller), 0, -1)]
-        active = staged = 0
-        for job_id in ids:
-            status, size = await self._redis.hmget(job_key(job_id), "status", "staged_bytes")
-            if status is not None and _text(status) not in FINISHED:
-                active += 1
-                staged += int(size or 0)
-        return active, staged
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for job_id in ids:
+                pipe.hmget(job_key(job_id), "status", "staged_bytes")
+            states = await pipe.execute() if ids else []
+        unfinished = [int(size or 0) for status, size in states if status is not None and _text(status) not in FINISHED]
+        return len(unfinished), sum(unfinished)
 
     async def add_staged_bytes(self, job_id: str, size: int) -> None:
         await self._redis.hincrby(job_key(job_id), "staged_bytes", size)

@@ -109,8 +109,9 @@ class RankingService:
         cancelled (its client left) or the deadline passes, workers are told to skip the task. Only the
         answer to the last send is awaited, so a request scored twice reaches its client once.
         """
-        for send in range(1, MAX_SENDS + 1):
-            task_id = new_task_id()
+        sends = 0
+        while True:
+            task_id, sends = new_task_id(), sends + 1
             try:
                 async with self._waiter.expect(task_id) as pending:
                     await asyncio.to_thread(self._send, task_id, task)
@@ -120,7 +121,7 @@ class RankingService:
                 return meta
             except _WorkerLost as lost:
                 left = task.deadline - time.time()
-                if send == MAX_SENDS or left < MIN_RETRY_SECONDS or not await self._registry.live_workers(task.model_id):
+                if sends == MAX_SENDS or left < MIN_RETRY_SECONDS or not await self._registry.live_workers(task.model_id):
                     raise RerankError(
                         ErrorType.UNAVAILABLE,
                         "the worker scoring this request stopped before answering",
@@ -130,7 +131,6 @@ class RankingService:
             except (asyncio.CancelledError, RerankError):  # its client left, or no worker is left to take it
                 await self._watch.cancel(task_id, task.deadline - time.time())
                 raise
-        raise AssertionError("unreachable")
 
     async def _check(self, task_id: str, task: RankTask) -> None:
         lost = await self._watch.lost_worker(task_id, task.model_id)

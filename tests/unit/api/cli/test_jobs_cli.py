@@ -92,6 +92,6 @@ def test_a_submit_without_a_model_anywhere_names_the_option(tmp_path, capsys):
 
     upload = tmp_path / "requests.jsonl"
     upload.write_text('{"query": {"text": "q"}, "passages": [{"text": "p"}]}\n')
-    assert main(["jobs", "--url", "http://127.0.0.1:9", "submit", str(upload)]) == 1
+    assert main(["jobs", "submit", str(upload), "--url", "http://127.0.0.1:9"]) == 1
     error = capsys.readouterr().err
     assert "--model" in error and len(error.strip().splitlines()) == 1
