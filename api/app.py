@@ -39,8 +39,12 @@ ROUTERS = (health.router, ranking.router, retrieval.router, jobs.router, cohere.
 def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the HTTP app for `settings` (default: from the environment)."""
     settings = settings or get_settings()
-    # uvicorn's own loggers join the root handler, so that its lines take the same format
-    configure_logging(settings.log_level, settings.log_format, loggers=("uvicorn", "uvicorn.error", "uvicorn.access"))
+    # uvicorn's own loggers join the root handler, so that its lines take the same format; its access log is
+    # off (it logs when its logger has a handler): api/http/middleware/request_id.py writes the one access log
+    configure_logging(settings.log_level, settings.log_format, loggers=("uvicorn", "uvicorn.error"))
+    uvicorn_access = logging.getLogger("uvicorn.access")
+    uvicorn_access.handlers.clear()
+    uvicorn_access.propagate = False
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):

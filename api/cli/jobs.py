@@ -190,7 +190,7 @@ def first_line_model(path: Path) -> str | None:
 
 
 def _submit(client: JobsClient, args: argparse.Namespace) -> int:
-    if not args.model and not first_line_model(args.file):
+    if not args.model and args.file.is_file() and not first_line_model(args.file):
         raise CliError(f"the first line of {args.file} names no model: pass --model MODEL (GET /v1/models lists them)")
     data, created = client.submit(args.file, args.model, args.idempotency_key)
     job = Job.model_validate(data)

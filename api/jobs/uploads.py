@@ -81,8 +81,8 @@ class JsonJobParser:
     def __init__(self, max_request_bytes: int) -> None:
         self._max = max_request_bytes
         self._events, self._requests = ijson.sendable_list(), ijson.sendable_list()
-        self._shape = ijson.parse_coro(self._events)
-        self._builder = ijson.items_coro(self._requests, "requests.item")
+        self._shape = ijson.parse_coro(self._events, use_float=True)
+        self._builder = ijson.items_coro(self._requests, "requests.item", use_float=True)  # no Decimal
         self.fields: dict[str, str] = {}
         self.requests_ended = False
         self._since_request = 0  # bytes fed since a request last completed

@@ -3,10 +3,18 @@
 
 from __future__ import annotations
 
-from starlette.routing import Match
+from typing import Iterable, Iterator
+
+from starlette.routing import BaseRoute, Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.ranking.metrics import observed_request
+
+
+def _leaf_routes(routes: Iterable[BaseRoute]) -> Iterator[BaseRoute]:
+    for route in routes:
+        included = getattr(route, "original_router", None)  # FastAPI keeps an included router's routes there
+        yield from _leaf_routes(included.routes) if included is not None else (route,)
 
 
 def route_template(scope: Scope) -> str:
@@ -16,7 +24,7 @@ def route_template(scope: Scope) -> str:
     """
     route = scope.get("route")
     if route is None and scope.get("app") is not None:
-        route = next((r for r in scope["app"].router.routes if r.matches(scope)[0] is Match.FULL), None)
+        route = next((r for r in _leaf_routes(scope["app"].router.routes) if r.matches(scope)[0] is Match.FULL), None)
     return getattr(route, "path", "unmatched")  # the template: job ids stay out
 
 
