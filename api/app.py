@@ -14,7 +14,9 @@ from redis.backoff import NoBackoff
 from api.grpc.server import GrpcServer
 from api.http import cohere, health, jobs, ranking, retrieval
 from api.http.errors import install_error_handlers
+from api.http.middleware.auth import ApiKeyGate
 from api.http.middleware.body_limit import BodyLimit
+from api.http.middleware.guards import RequestGuards
 from api.http.middleware.metrics import HttpMetricsMiddleware
 from api.http.middleware.request_id import RequestId
 from api.jobs.service import JobService
@@ -26,7 +28,7 @@ from api.ranking.service import RankingService
 from api.ranking.task_watch import TaskWatch
 from api.ranking.worker_registry import WorkerRegistry
 from shared.celery_app import create_celery_app
-from shared.log_format import configure_logging
+from shared.log_format import configure_logging, redacted_url
 from shared.settings import Settings, get_settings
 
 log = logging.getLogger("api")
@@ -37,8 +39,12 @@ ROUTERS = (health.router, ranking.router, retrieval.router, jobs.router, cohere.
 def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the HTTP app for `settings` (default: from the environment)."""
     settings = settings or get_settings()
-    # uvicorn's own loggers join the root handler, so that its lines take the same format
-    configure_logging(settings.log_level, settings.log_format, loggers=("uvicorn", "uvicorn.error", "uvicorn.access"))
+    # uvicorn's own loggers join the root handler, so that its lines take the same format; its access log is
+    # off (it logs when its logger has a handler): api/http/middleware/request_id.py writes the one access log
+    configure_logging(settings.log_level, settings.log_format, loggers=("uvicorn", "uvicorn.error"))
+    uvicorn_access = logging.getLogger("uvicorn.access")
+    uvicorn_access.handlers.clear()
+    uvicorn_access.propagate = False
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -63,7 +69,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         if settings.api_key is None:
             log.warning("RERANK_API_KEY is not set: every route is open without authentication")
         log.info("serving %s %s; broker %s", "models" if len(settings.model_ids) > 1 else "model",
-                 ", ".join(settings.model_ids), _redact(settings.redis_url))  # fmt: skip
+                 ", ".join(settings.model_ids), redacted_url(settings.redis_url))  # fmt: skip
         try:
             yield
         finally:
@@ -79,20 +85,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.settings = settings
+    app.router.redirect_slashes = False  # RequestGuards drops a trailing slash instead of a bare 307
     install_error_handlers(app)
     for router in ROUTERS:
         app.include_router(router)
-    # outermost first: metrics time everything, every answer (a 413 too) carries its request id and is logged
-    for middleware, options in reversed(
-        [(HttpMetricsMiddleware, {}), (RequestId, {}), (BodyLimit, {"max_bytes": settings.max_body_bytes})]
-    ):
+    # Outermost first: metrics time everything, every answer (a 401 too) carries its request id and is logged;
+    # host, key and body type are checked on the headers alone, before anything reads the body.
+    for middleware, options in reversed([
+        (HttpMetricsMiddleware, {}),
+        (RequestId, {}),
+        (RequestGuards, {"trusted_hosts": settings.trusted_hosts}),
+        (ApiKeyGate, {"keys": settings.api_keys}),
+        (BodyLimit, {"max_bytes": settings.max_body_bytes, "idle_timeout": settings.body_timeout}),
+    ]):  # fmt: skip
         app.add_middleware(middleware, **options)
     return app
-
-
-def _redact(url: str) -> str:
-    """A Redis URL without its password, for logs."""
-    scheme, sep, rest = url.partition("://")
-    if "@" in rest:
-        rest = "***@" + rest.split("@", 1)[1]
-    return scheme + sep + rest

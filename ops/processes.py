@@ -111,12 +111,16 @@ def start_worker(
 
 
 def start_api(log_dir: Path, *, redis_url: str, timeout: float = 60, repo: Path = REPO_ROOT, **settings) -> Proc:
-    """A uvicorn process serving the API (HTTP and gRPC); returns once /v1/health/live answers."""
+    """The API process (`python -m api`: HTTP and gRPC); returns once /v1/health/live answers.
+
+    A checkout from before `python -m api` existed (a benchmark's baseline) is served by uvicorn directly."""
     port = free_port()
     settings.setdefault("grpc_port", free_port())
-    env = child_env(repo, redis_url=redis_url, **settings)
-    argv = [sys.executable, "-m", "uvicorn", "api.app:create_app", "--factory", "--host", "127.0.0.1",
-            "--port", str(port), "--log-level", "warning"]  # fmt: skip
+    env = child_env(repo, redis_url=redis_url, host="127.0.0.1", port=port, **settings)
+    argv = [sys.executable, "-m", "api"]
+    if not (repo / "api" / "__main__.py").exists():
+        argv = [sys.executable, "-m", "uvicorn", "api.app:create_app", "--factory", "--host", "127.0.0.1",
+                "--port", str(port), "--log-level", "warning"]  # fmt: skip
     proc = _spawn("api", argv, env, log_dir, repo)
     proc.extra["url"] = f"http://127.0.0.1:{port}"
     proc.extra["grpc"] = f"127.0.0.1:{settings['grpc_port']}"

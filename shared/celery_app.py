@@ -35,12 +35,14 @@ def worker_queues(model_id: str) -> list[Queue]:
             Queue(batch, Exchange(batch), routing_key=batch)]  # fmt: skip
 
 
-def send_job_chunk(app: Celery, *, job_id: str, model: str, chunk: int, window: int) -> None:
-    """Queue one chunk of a batch job (its lease must be written first: shared/job_keys.leases_key)."""
+def send_job_chunk(app: Celery, *, job_id: str, model: str, chunk: int, window: int, countdown: float | None = None) -> None:
+    """Queue one chunk of a batch job (its lease must be written first: shared/job_keys.leases_key), to run
+    no sooner than `countdown` seconds from now if given."""
     app.send_task(
         JOB_CHUNK_TASK,
         args=[{"job_id": job_id, "chunk": chunk, "window": window, "model": model}],
         queue=batch_queue(model),
+        countdown=countdown,
         retry=False,
     )
 

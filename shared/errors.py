@@ -14,6 +14,7 @@ class ErrorType(str, Enum):
     AUTHENTICATION = "authentication_error"  # missing or wrong API key (HTTP 401)
     NOT_FOUND = "not_found_error"  # unknown model or route (HTTP 404)
     TOO_LARGE = "request_too_large"  # too many passages or too large a body (HTTP 413)
+    UNSUPPORTED_MEDIA = "unsupported_media_type"  # a body that is neither JSON nor (for jobs) NDJSON (HTTP 415)
     CONFLICT = "conflict_error"  # not possible in the resource's current state, e.g. results of a running job (HTTP 409)
     OVERLOADED = "overloaded_error"  # queues full (HTTP 429)
     UNAVAILABLE = "service_unavailable"  # no broker or no worker for the model (HTTP 503)
@@ -50,3 +51,24 @@ class RerankError(Exception):
 
     def __repr__(self) -> str:
         return f"RerankError({self.type.value!r}, {self.message!r})"
+
+
+class ErrorAnswer(Exception):
+    """Raised by a worker task that answers with an error, so that Celery (and Flower) record it as FAILURE.
+
+    Its one argument is the error's dict (`RerankError.to_dict`): the API reads it back from the task's
+    result record (`exc_type` ErrorAnswer, `exc_message` [the dict]). It never holds a query or passage.
+    """
+
+    def __init__(self, error: dict[str, Any]) -> None:
+        super().__init__(error)
+        self.error = error
+
+
+ECHO_LIMIT = 40  # characters of a client's value an error message may repeat
+
+
+def shown(value: object, limit: int = ECHO_LIMIT) -> str:
+    """A client's value as an error message may quote it: repr'd, cut to `limit` characters."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."

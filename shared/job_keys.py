@@ -1,7 +1,8 @@
 """Redis keys of batch jobs. `{id}` is a Redis Cluster hash tag, so one job's keys share a slot.
 
-- `rerank:job:{id}` hash: model, status, timestamps, error, counters (total_requests, total_pairs,
-  completed_requests, failed_requests, completed_pairs, chunks_total, chunks_done).
+- `rerank:job:{id}` hash: model, owner (the caller that submitted it), status, timestamps, error, counters
+  (total_requests, total_pairs, completed_requests, failed_requests, completed_pairs, chunks_total,
+  chunks_done, staged_bytes).
 - `rerank:job:{id}:chunk:<n>` string: JSON list of the requests of chunk n; deleted once committed.
 - `rerank:job:{id}:done` set: numbers of the committed chunks (a re-delivered chunk commits once).
 - `rerank:job:{id}:results` hash: request index -> its NDJSON result line.
@@ -9,7 +10,9 @@
 - `rerank:job:{id}:leases` hash: chunk number -> unix time it was last queued, started, or seen running;
   a chunk whose lease is older than RERANK_JOB_VISIBILITY_TIMEOUT is queued again (worker/tasks/job_sweeper.py).
 - `rerank:jobs` sorted set: job ids by creation time, for listing.
-- `rerank:job-key:<Idempotency-Key>` string: the job id submitted with that key.
+- `rerank:jobs:caller:<caller>` sorted set: the ids of one caller's jobs by creation time (its listing when
+  API keys are in use, and its unfinished jobs counted against RERANK_JOB_MAX_ACTIVE).
+- `rerank:job-key:<caller>:<Idempotency-Key>` string: the job id that caller submitted with that key.
 Every job key expires RERANK_JOB_TTL seconds after submission, and again after the job finishes.
 """
 
@@ -42,8 +45,12 @@ def leases_key(job_id: str) -> str:
     return f"{job_key(job_id)}:leases"
 
 
-def idempotency_key(key: str) -> str:
-    return f"rerank:job-key:{key}"
+def idempotency_key(caller: str, key: str) -> str:
+    return f"rerank:job-key:{caller}:{key}"
+
+
+def caller_jobs_key(caller: str) -> str:
+    return f"{JOBS_INDEX}:caller:{caller}"
 
 
 def job_keys(job_id: str) -> list[str]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
 from contextvars import ContextVar
 from datetime import datetime, timezone
@@ -16,6 +17,28 @@ from datetime import datetime, timezone
 request_id: ContextVar[str | None] = ContextVar("request_id", default=None)
 
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s%(request_tag)s"
+
+# A request id as clients may set it (X-Request-ID, a gRPC request's `id`): anything else is not used.
+REQUEST_ID_PATTERN = re.compile(r"[A-Za-z0-9._-]{1,128}")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def is_valid_request_id(value: str | None) -> bool:
+    """Whether a client's request id may be used (and logged) as it is: 1 to 128 of [A-Za-z0-9._-]."""
+    return value is not None and REQUEST_ID_PATTERN.fullmatch(value) is not None
+
+
+def redacted_url(url: str) -> str:
+    """A URL fit to log or print: its password (Redis's, in RERANK_REDIS_URL) replaced by `***`."""
+    scheme, sep, rest = url.partition("://")
+    if "@" in rest:
+        rest = "***@" + rest.split("@", 1)[1]
+    return scheme + sep + rest
+
+
+def escape_control(text: str) -> str:
+    """`text` with control characters (newlines included) written as escapes, so one record stays one line."""
+    return _CONTROL.sub(lambda match: match.group().encode("unicode_escape").decode("ascii"), text)
 
 # Attributes every LogRecord has; anything else on a record came from `extra=` and goes into the JSON.
 _RECORD_FIELDS = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime", "request_tag"}
@@ -51,6 +74,14 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, default=str, ensure_ascii=False)
 
 
+class TextFormatter(logging.Formatter):
+    """The text format; a message cannot start a new line, whatever a client put in it (tracebacks still can)."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        record.message = escape_control(record.message)
+        return super().formatMessage(record)
+
+
 def configure_logging(level: str, log_format: str, *, loggers: tuple[str, ...] = ()) -> None:
     """Send the root logger (and `loggers`, which then stop using their own handlers) to stderr in `log_format`.
 
@@ -58,7 +89,7 @@ def configure_logging(level: str, log_format: str, *, loggers: tuple[str, ...] =
     """
     handler = logging.StreamHandler(sys.stderr)
     handler.addFilter(RequestIdFilter())
-    handler.setFormatter(JsonFormatter() if log_format == "json" else logging.Formatter(TEXT_FORMAT))
+    handler.setFormatter(JsonFormatter() if log_format == "json" else TextFormatter(TEXT_FORMAT))
     handler._rerank_fleet = True  # type: ignore[attr-defined]
     root = logging.getLogger()
     for old in [h for h in root.handlers if getattr(h, "_rerank_fleet", False)]:

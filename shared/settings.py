@@ -7,7 +7,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -37,6 +37,11 @@ class Settings(BaseSettings):
         validation_alias="RERANK_MODEL_CONFIG",
         description="A JSON recipe file (prompt, instruction, special_tokens, score: README, Recipes) for the "
         "worker's model; it wins over the model directory's rerank_config.json and the built-in recipes.",
+    )
+    model_revision: str | None = Field(
+        None,
+        description="Hub revision (a commit hash) to load a hub model at, so that a moved branch or tag cannot "
+        "change the weights served; ignored for a local directory.",
     )
     trust_remote_code: bool = Field(
         False, description="Allow model code shipped with the weights to run. Off: only built-in architectures."
@@ -142,6 +147,41 @@ class Settings(BaseSettings):
     job_visibility_timeout: int = Field(
         600, ge=2, description="Seconds before a chunk taken by a worker that died is handed to another worker."
     )
+    job_concurrency: int = Field(
+        4, ge=1,
+        description="Batch-job chunks one worker scores at once; further chunks wait in the queue, so that jobs never "
+        "hold the task threads interactive requests need (RERANK_WORKER_CONCURRENCY).",
+    )  # fmt: skip
+    job_max_active: int = Field(
+        16, ge=1,
+        description="Unfinished batch jobs one caller (API key, or client address without keys) may have; beyond it "
+        "429 with Retry-After.",
+    )  # fmt: skip
+    job_max_staged_bytes: int = Field(
+        1024 * 1024 * 1024, ge=1024,
+        description="Bytes of requests one caller's unfinished batch jobs may hold staged in Redis; beyond it 429 "
+        "with Retry-After, and nothing of the refused job is kept.",
+    )  # fmt: skip
+
+    # --- connections -------------------------------------------------------------------------
+    max_connections: int = Field(
+        2048, ge=1, description="Most HTTP connections and requests the API serves at once; beyond it 503."
+    )
+    header_timeout: float = Field(
+        10.0, gt=0, description="Seconds a client has to send a request's headers before the API closes the connection."
+    )
+    body_timeout: float = Field(
+        30.0, gt=0, description="Seconds the API waits for the next piece of a request body before answering 408."
+    )
+    keepalive_timeout: float = Field(5.0, gt=0, description="Seconds an idle keep-alive connection stays open.")
+    max_header_bytes: int = Field(
+        32 * 1024, ge=1024, description="Largest request line and headers of an HTTP request, in bytes (431 beyond)."
+    )
+    trusted_hosts: str = Field(
+        "*",
+        description="Comma-separated host names the HTTP API answers for (the Host header; `*.example.com` matches "
+        "subdomains); other hosts get 400. `*`: any.",
+    )
 
     # --- services ----------------------------------------------------------------------------
     redis_url: str = Field(
@@ -153,7 +193,9 @@ class Settings(BaseSettings):
         8001, ge=0, le=65535, description="Port of the KServe V2 / Triton gRPC API, served by the API process; 0: off."
     )
     api_key: SecretStr | None = Field(
-        None, description="When set, every route but health requires `Authorization: Bearer <key>`."
+        None,
+        description="When set, every route but health requires `Authorization: Bearer <key>`; several keys, "
+        "comma-separated, give several callers, each of whom sees only its own batch jobs.",
     )
     api_key_file: Path | None = Field(
         None,
@@ -180,7 +222,7 @@ class Settings(BaseSettings):
     flower_basic_auth: SecretStr | None = Field(
         None,
         description="`user:password` (comma-separated for several) that Flower requires through HTTP basic auth; "
-        "unset: Flower is open.",
+        "unset: `rerank-fleet up` generates credentials and prints them once.",
     )
     flower_db: str | None = Field(
         None,
@@ -210,6 +252,13 @@ class Settings(BaseSettings):
                 raise ValueError("RERANK_API_KEY_FILE is empty")
             self.api_key = SecretStr(key[0].strip())
         return self
+
+    @property
+    def api_keys(self) -> list[str]:
+        """The configured API keys (none: no authentication)."""
+        if self.api_key is None:
+            return []
+        return [key.strip() for key in self.api_key.get_secret_value().split(",") if key.strip()]
 
     @property
     def served_model_id(self) -> str:
@@ -261,9 +310,27 @@ def parse_model_list(text: str) -> list[tuple[str, str]]:
             raise ValueError(f"model id {model_id!r} is given twice")
         models.append((model_id, source))
     return models
+def describe_settings_error(error: ValidationError) -> str:
+    """One line naming each bad variable and what it accepts, e.g. `RERANK_MAX_PASSAGES must be an integer`."""
+    parts = []
+    for err in error.errors():
+        field = str(err["loc"][0]) if err.get("loc") else ""
+        name = env_name(field) if field in Settings.model_fields else "settings"
+        message = str(err.get("msg", "is invalid")).removeprefix("Value error, ")
+        message = message.replace("Input should be", "must be").replace("input should be", "must be")
+        parts.append(f"{name} {message[0].lower() + message[1:] if message else 'is invalid'}")
+    return "; ".join(parts)
+
+
+def load_settings(**overrides) -> Settings:
+    """Settings from the environment (and `overrides`); invalid ones end the process with one line."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        raise SystemExit(f"invalid setting: {describe_settings_error(exc)}") from None
 
 
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
-    """The process-wide settings, read once from the environment."""
-    return Settings()
+    """The process-wide settings, read once from the environment; invalid ones end the process with one line."""
+    return load_settings()

@@ -31,6 +31,36 @@ class Reference:
                 out.append(float(self.model(**self.encode(query, passage)).logits[0, 0]))
         return out
 
+    def windows(self, query: str, passage: str, *, max_windows: int, overlap: int = 32) -> list[dict]:
+        """The pairs of a passage's windows as API.md section 6 says: its own tokens cut into windows of the room
+        beside the query, each put where transformers' pair encoding puts a passage (learnt from a probe pair)."""
+        ids = [self.tokenizer(text, add_special_tokens=False).input_ids for text in (query, passage, "zebra")]
+        q, p, probe = ids
+        full = self.tokenizer(query, "zebra", return_token_type_ids=True)
+        tokens, types = full["input_ids"], full["token_type_ids"]
+        i = next(i for i in range(len(tokens)) if tokens[i : i + len(q)] == q)
+        j = next(j for j in range(i + len(q), len(tokens)) if tokens[j : j + len(probe)] == probe)
+        room = self.max_length - (len(tokens) - len(q) - len(probe)) - len(q)
+        step, start, pairs = room - min(overlap, room // 2), 0, []
+        while True:
+            piece = p[start : start + room]
+            pairs.append({
+                "input_ids": torch.tensor([tokens[:j] + piece + tokens[j + len(probe) :]]),
+                "token_type_ids": torch.tensor([types[:j] + [types[j]] * len(piece) + types[j + len(probe) :]]),
+            })  # fmt: skip
+            if start + room >= len(p) or len(pairs) == max_windows:
+                return pairs
+            start += step
+
+    def best_window_logit(self, query: str, passage: str, *, max_windows: int, overlap: int = 32) -> tuple[float, int]:
+        """The maximum of the windows' logits, and the tokens of all their pairs (what usage counts)."""
+        pairs = self.windows(query, passage, max_windows=max_windows, overlap=overlap)
+        uses_types = "token_type_ids" in self.tokenizer.model_input_names
+        with torch.inference_mode():
+            logits = [float(self.model(**({**pair} if uses_types else {"input_ids": pair["input_ids"]})).logits[0, 0])
+                      for pair in pairs]  # fmt: skip
+        return max(logits), sum(int(pair["input_ids"].shape[1]) for pair in pairs)
+
 
 class PromptReference:
     """The contract of API.md section 5, read from a model directory's rerank_config.json and computed pair by pair

@@ -37,17 +37,33 @@ def from_pretrained(auto_class, model_dir: str, **kwargs):
         return auto_class.from_pretrained(model_dir, use_safetensors=True, **kwargs)
 
 
-def resolve_model_dir(source: str, *, trust_remote_code: bool = False) -> str:
-    """A local directory holding the model named by `source` (a directory or a hub id)."""
+def require_safetensors(model_dir: str, source: str) -> None:
+    """Refuse a model whose weights are only pickled (`pytorch_model.bin`, `*.pt`), saying how to convert them."""
+    names = os.listdir(model_dir)
+    if any(name.endswith(".safetensors") for name in names):
+        return
+    pickled = sorted(name for name in names if name.endswith((".bin", ".pt", ".pth", ".ckpt")))
+    if pickled:
+        raise ModelLoadError(
+            f"model {source!r} has only pickled weights ({', '.join(pickled[:3])}); only safetensors load, since "
+            "pickle can run code. Convert it once where you trust the file: python -c \"from transformers import "
+            f"AutoModelForSequenceClassification as M; M.from_pretrained('{model_dir}').save_pretrained('{model_dir}', "
+            "safe_serialization=True)\""
+        )
+
+
+def resolve_model_dir(source: str, *, trust_remote_code: bool = False, revision: str | None = None) -> str:
+    """A local directory holding the model named by `source` (a directory, or a hub id at `revision`)."""
     if os.path.isdir(source):
         if not os.path.isfile(os.path.join(source, "config.json")):
             raise ModelLoadError(f"{source!r} is a directory but holds no config.json: not a Hugging Face model")
+        require_safetensors(source, source)
         return source
     if source.startswith((".", "/", "~")):
         raise ModelLoadError(f"model directory {source!r} does not exist")
     patterns = _ALLOWED_FILES + (_REMOTE_CODE_FILES if trust_remote_code else [])
     try:
-        return snapshot_download(source, allow_patterns=patterns, local_files_only=True)
+        return snapshot_download(source, revision=revision, allow_patterns=patterns, local_files_only=True)
     except Exception:  # not in the cache: fall through to a download
         pass
     hint = (
@@ -63,7 +79,7 @@ def resolve_model_dir(source: str, *, trust_remote_code: bool = False) -> str:
     except OSError as exc:
         raise ModelLoadError(hint.format(why=f"{endpoint.hostname} is unreachable ({exc})")) from None
     try:
-        return snapshot_download(source, allow_patterns=patterns)
+        return snapshot_download(source, revision=revision, allow_patterns=patterns)
     except Exception as exc:
         raise ModelLoadError(hint.format(why=_first_line(exc))) from None
 

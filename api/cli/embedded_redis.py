@@ -1,7 +1,14 @@
-"""A private redis-server for `rerank-fleet up` when no Redis URL is given."""
+"""A private redis-server for `rerank-fleet up` when no Redis URL is given.
+
+It is locked: a password generated for the run, loopback only, protected mode, and CONFIG, MODULE, MONITOR
+and DEBUG disabled. The password is in its configuration file (mode 0600, in a private directory) and in
+the children's RERANK_REDIS_URL, never on a command line; what is printed or logged shows `***` instead.
+"""
 
 from __future__ import annotations
 
+import os
+import secrets
 import shutil
 import socket
 import subprocess
@@ -10,6 +17,8 @@ import time
 from pathlib import Path
 
 import redis
+
+from shared.log_format import redacted_url
 
 
 def redis_server_binary() -> str:
@@ -38,12 +47,29 @@ def redis_command(port: int, data_dir: str, *, host: str = "127.0.0.1") -> list[
     ]  # fmt: skip
 
 
+DISABLED_COMMANDS = ("CONFIG", "MODULE", "MONITOR", "DEBUG")
+
+
+def write_locked_config(data_dir: str, password: str) -> str:
+    """A redis.conf in `data_dir` (readable by this user only) with the password and the disabled commands."""
+    lines = [f"requirepass {password}", *(f'rename-command {command} ""' for command in DISABLED_COMMANDS)]
+    path = os.path.join(data_dir, "redis.conf")
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(descriptor, "w") as config:
+        config.write("\n".join(lines) + "\n")
+    return path
+
+
 def start_embedded_redis(*, host: str = "127.0.0.1", **popen_kwargs) -> tuple[subprocess.Popen, str, str]:
-    """Start redis-server on a free port; return the process, its URL and its data directory."""
+    """Start a locked redis-server on a free port; return the process, its URL (with the password) and its
+    data directory."""
     port = free_port(host)
-    data_dir = tempfile.mkdtemp(prefix="rerank-fleet-redis-")
-    process = subprocess.Popen(redis_command(port, data_dir, host=host), **popen_kwargs)
-    url = f"redis://{host}:{port}/0"
+    data_dir = tempfile.mkdtemp(prefix="rerank-fleet-redis-")  # mode 0700
+    password = secrets.token_hex(24)
+    config = write_locked_config(data_dir, password)
+    process = subprocess.Popen([redis_server_binary(), config, *redis_command(port, data_dir, host=host)[1:]],
+                               **popen_kwargs)  # fmt: skip
+    url = f"redis://:{password}@{host}:{port}/0"
     wait_for_redis(url, process)
     return process, url, data_dir
 
@@ -60,7 +86,7 @@ def wait_for_redis(url: str, process: subprocess.Popen | None = None, timeout: f
             if process is not None and process.poll() is not None:
                 raise RuntimeError(f"redis-server exited with code {process.returncode}") from None
             if time.monotonic() > deadline:
-                raise RuntimeError(f"Redis at {url} did not answer within {timeout:g}s") from None
+                raise RuntimeError(f"Redis at {redacted_url(url)} did not answer within {timeout:g}s") from None
             time.sleep(0.05)
         finally:
             client.close()

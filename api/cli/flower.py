@@ -8,11 +8,14 @@ The app is the shared Celery configuration on `RERANK_REDIS_URL` (no torch, no w
 task events (shared/celery_app.py), so Flower lists each worker by its node name (model, GPU, pid) and each
 task with its argsrepr: model and passage count, never texts. Flower reads its own options from `FLOWER_*`
 environment variables too: basic auth goes there (`FLOWER_BASIC_AUTH`), never on a command line.
+Flower's own `/metrics` answers without its credentials; this module makes it ask for them, like every
+other page but `/healthcheck` (container probes).
 """
 
 from __future__ import annotations
 
 import os
+import secrets
 import sys
 
 from shared.celery_app import create_celery_app
@@ -22,6 +25,28 @@ from shared.settings import Settings, get_settings
 PURGE_OFFLINE_WORKERS_SECONDS = 3600
 
 app = create_celery_app(get_settings(), result_backend=False)
+
+GENERATED_USER = "rerank"
+
+
+def _metrics_need_credentials() -> None:
+    """Flower's Prometheus page behind the same basic auth as its other pages (in the Flower process)."""
+    try:
+        import tornado.web
+        from flower.views import monitor
+    except ImportError:  # not a Flower process (no flower installed): nothing to guard
+        return
+    if not getattr(monitor.Metrics.get, "_rerank_guarded", False):
+        monitor.Metrics.get = tornado.web.authenticated(monitor.Metrics.get)
+        monitor.Metrics.get._rerank_guarded = True
+
+
+_metrics_need_credentials()
+
+
+def generated_credentials() -> str:
+    """`user:password` for a Flower that would otherwise be open (rerank-fleet up prints them once)."""
+    return f"{GENERATED_USER}:{secrets.token_urlsafe(18)}"
 
 
 def flower_command(settings: Settings) -> list[str]:
@@ -37,7 +62,9 @@ def flower_command(settings: Settings) -> list[str]:
 
 
 def flower_env(settings: Settings, env: dict[str, str]) -> dict[str, str]:
-    """`env` with Flower's basic auth from RERANK_FLOWER_BASIC_AUTH, if set (else FLOWER_BASIC_AUTH passes through)."""
+    """`env` with Flower's basic auth from RERANK_FLOWER_BASIC_AUTH, if set (else FLOWER_BASIC_AUTH passes through),
+    without the API key, which Flower has no use for."""
+    env = {k: v for k, v in env.items() if k not in ("RERANK_API_KEY", "RERANK_API_KEY_FILE")}
     if settings.flower_basic_auth is None:
         return env
     return {**env, "FLOWER_BASIC_AUTH": settings.flower_basic_auth.get_secret_value()}

@@ -127,22 +127,37 @@ def progress_line(progress: JobProgress, elapsed_s: float, start: JobProgress | 
         eta = max(0, progress.total_pairs - progress.completed_pairs) / pair_rate
     else:
         eta = (total - done) / request_rate if request_rate > 0 else None
+    bar = f"[{'#' * filled}{'.' * (width - filled)}] " if width > 0 else ""
     return (
-        f"[{'#' * filled}{'.' * (width - filled)}] {fraction:4.0%} {done:,}/{total:,} requests  "
+        f"{bar}{fraction:4.0%} {done:,}/{total:,} requests  "
         f"{progress.completed_pairs:,}/{progress.total_pairs:,} pairs  "
         f"{request_rate:,.1f} req/s  {pair_rate:,.1f} pairs/s  ETA {_clock(eta)}"
     )
+
+
+def fitted_progress_line(progress: JobProgress, elapsed_s: float, start: JobProgress | None, columns: int) -> str:
+    """The progress line in `columns` - 1 characters: the bar shrinks (or goes) first, so that the rates and the
+    ETA stay; only a terminal too narrow for those cuts the line."""
+    bare = progress_line(progress, elapsed_s, start, width=0)
+    room = columns - 1 - len(bare) - 3  # "[" + bar + "] "
+    if room >= 4:
+        return progress_line(progress, elapsed_s, start, width=min(24, room))
+    shorter = bare.replace(" requests  ", " req  ")
+    if len(shorter) > columns - 1:  # then the pair counts go; the rates and the ETA stay
+        counts = f"{progress.completed_pairs:,}/{progress.total_pairs:,} pairs  "
+        shorter = shorter.replace(counts, "")
+    return shorter[: columns - 1]
 
 
 def wait_for_job(client: JobsClient, job: Job, out: TextIO, interval_s: float = POLL_INTERVAL_S) -> Job:
     """Poll until the job finishes, redrawing the progress line on `out` (a new line per change if not a TTY)."""
     tty, started, start, shown = out.isatty(), time.monotonic(), job.progress, None
     while True:
-        line = progress_line(job.progress, time.monotonic() - started, start)
-        if tty:  # cut to the terminal's width, or \r would redraw only the last of the wrapped lines
-            out.write(f"\r{line[: shutil.get_terminal_size().columns - 1]}\x1b[K")
+        if tty:  # fitted to the terminal's width, or \r would redraw only the last of the wrapped lines
+            columns = shutil.get_terminal_size().columns
+            out.write(f"\r{fitted_progress_line(job.progress, time.monotonic() - started, start, columns)}\x1b[K")
         elif shown != job.progress:
-            out.write(line + "\n")
+            out.write(progress_line(job.progress, time.monotonic() - started, start) + "\n")
         shown = job.progress
         out.flush()
         if job.status in FINISHED:
@@ -161,7 +176,22 @@ def print_json(data: Any) -> None:
     print(json.dumps(data, indent=2))
 
 
+def first_line_model(path: Path) -> str | None:
+    """The `model` of the file's first request line, if it names one."""
+    try:
+        with path.open("rb") as upload:
+            for line in upload:
+                if line.strip():
+                    value = json.loads(line)
+                    return value.get("model") if isinstance(value, dict) else None
+    except (OSError, ValueError):
+        return None  # the upload itself reports what is wrong
+    return None
+
+
 def _submit(client: JobsClient, args: argparse.Namespace) -> int:
+    if not args.model and args.file.is_file() and not first_line_model(args.file):
+        raise CliError(f"the first line of {args.file} names no model: pass --model MODEL (GET /v1/models lists them)")
     data, created = client.submit(args.file, args.model, args.idempotency_key)
     job = Job.model_validate(data)
     if not created:

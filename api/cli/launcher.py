@@ -8,17 +8,23 @@ import logging
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
 
 import httpx
+from pydantic import SecretStr
 
 from api.cli.embedded_redis import remove_data_dir, start_embedded_redis
 from api.cli.supervision import Child
-from api.cli.flower import flower_command, flower_env
 from api.cli.fleet_models import ready_lines, worker_envs
+from api.cli.flower import flower_command, flower_env, generated_credentials
+from shared.log_format import redacted_url
 from shared.settings import Settings, env_name
+
+API_ONLY = ("RERANK_API_KEY", "RERANK_API_KEY_FILE")  # secrets the workers and Flower have no use for
+STOP_MARGIN_SECONDS = 15.0  # beyond the API's own graceful shutdown (RERANK_REQUEST_TIMEOUT + 5 s)
 
 log = logging.getLogger("rerank-fleet")
 
@@ -66,6 +72,18 @@ def settings_env(settings: Settings) -> dict[str, str]:
     return env
 
 
+def without(env: dict[str, str], names: tuple[str, ...]) -> dict[str, str]:
+    return {key: value for key, value in env.items() if key not in names}
+
+
+def listen(host: str, port: int, what: str, flag: str) -> socket.socket:
+    """A socket bound to `port` now (no SO_REUSEPORT), or one line naming the port and the flag to change it."""
+    try:
+        return socket.create_server((host, port), family=socket.AF_INET6 if ":" in host else socket.AF_INET)
+    except OSError as exc:
+        raise RuntimeError(f"port {port} ({what}) on {host} is taken ({exc.strerror}): choose another with {flag}") from None
+
+
 def cpu_worker_envs(env: dict[str, str], workers: int, torch_threads: int | None) -> list[dict[str, str]]:
     """The environments of `workers` CPU workers: RERANK_TORCH_THREADS each, or else the cores shared out.
 
@@ -89,6 +107,8 @@ class Fleet:
         self.children: list[Child] = []
         self._redis_dir: str | None = None
         self._stop_requested = False
+        self._http_socket: socket.socket | None = None
+        self._flower_login: str | None = None  # generated credentials, printed once
 
     def run(self) -> int:
         """Start everything, restart children that die, stop everything on Ctrl-C or SIGTERM."""
@@ -109,33 +129,45 @@ class Fleet:
     def _request_stop(self, signum, _frame) -> None:
         self._stop_requested = True
 
-    def _spawn(self, name: str, argv: list[str], env: dict[str, str]) -> None:
-        self.children.append(Child.spawn(name, argv, env=env, start_new_session=True, preexec_fn=_die_with_parent))
+    def _spawn(self, name: str, argv: list[str], env: dict[str, str], **popen_kwargs) -> None:
+        self.children.append(Child.spawn(name, argv, env=env, start_new_session=True, preexec_fn=_die_with_parent,
+                                         **popen_kwargs))  # fmt: skip
+
+    def _check_ports(self) -> None:
+        """Bind HTTP now (the API inherits the socket), and check that gRPC and Flower are free, before
+        anything starts: a taken port is one line, not a traceback deep in a child."""
+        settings = self.settings
+        self._http_socket = listen(settings.host, settings.port, "HTTP", "--port")
+        for port, what, flag in ((settings.grpc_port, "gRPC", "--grpc-port (0: none)"),
+                                 (settings.flower_port, "Flower", "--flower-port or --no-flower")):  # fmt: skip
+            if port:
+                listen(settings.host, port, what, flag).close()
 
     def _start(self) -> None:
+        if self.settings.device == "cuda" and not visible_gpus("cuda"):
+            raise RuntimeError("--device cuda, but no GPU is visible (CUDA_VISIBLE_DEVICES, nvidia-smi): use --device "
+                               "cpu or auto")  # fmt: skip
+        self._check_ports()
         settings = self.settings
+        if settings.flower_port and settings.flower_basic_auth is None and not os.environ.get("FLOWER_BASIC_AUTH"):
+            self._flower_login = generated_credentials()
+            settings = self.settings = settings.model_copy(update={"flower_basic_auth": SecretStr(self._flower_login)})
         if not self.redis_url_given:
             popen_kwargs = {"start_new_session": True, "preexec_fn": _die_with_parent}
             process, url, self._redis_dir = start_embedded_redis(**popen_kwargs)
             self.children.append(Child("redis", process, **popen_kwargs))  # restarted on its port and directory
             settings = self.settings = settings.model_copy(update={"redis_url": url})
-            log.info("started embedded Redis at %s", url)
-        env = settings_env(settings)
+            log.info("started embedded Redis at %s", redacted_url(url))
+        env = without(settings_env(settings), ("RERANK_FLOWER_BASIC_AUTH",))
+        service_env = without(env, API_ONLY)
         gpus = visible_gpus(settings.device)
-        workers = worker_envs(settings, env, gpus, cpu_worker_envs)  # per model (api/cli/fleet_models.py)
+        workers = worker_envs(settings, service_env, gpus, cpu_worker_envs)  # per model (api/cli/fleet_models.py)
         for name, worker_env in workers:
             self._spawn(name, [sys.executable, "-m", "worker"], worker_env)
-        self._spawn(
-            "api",
-            [
-                sys.executable, "-m", "uvicorn", "api.app:create_app", "--factory",
-                "--host", settings.host, "--port", str(settings.port),
-                "--log-level", settings.log_level, "--timeout-graceful-shutdown", "10", "--no-access-log",
-            ],
-            env,
-        )  # fmt: skip
+        fd = self._http_socket.fileno()
+        self._spawn("api", [sys.executable, "-m", "api", "--fd", str(fd)], env, pass_fds=(fd,))
         if settings.flower_port:
-            self._spawn("flower", flower_command(settings), flower_env(settings, env))
+            self._spawn("flower", flower_command(settings), flower_env(settings, service_env))
         log.info("started %d worker(s) for %s (%s), the API%s", len(workers), ", ".join(settings.model_ids),
                  f"GPUs {','.join(gpus)}" if gpus else "CPU", " and Flower" if settings.flower_port else "")  # fmt: skip
 
@@ -170,7 +202,11 @@ class Fleet:
         lines = ready_lines(settings, host)  # the models, HTTP and gRPC (api/cli/fleet_models.py)
         if settings.flower_port:
             lines.append(f"  Flower  http://{host}:{settings.flower_port}/   (workers and tasks; metrics: {base}/metrics)")
-        lines += [f"  Redis   {settings.redis_url}", "Press Ctrl-C to stop."]
+            if self._flower_login:
+                user, password = self._flower_login.split(":", 1)
+                lines.append(f"  Flower login  user {user}, password {password}   (generated for this run; "
+                             "RERANK_FLOWER_BASIC_AUTH=user:password sets your own)")  # fmt: skip
+        lines += [f"  Redis   {redacted_url(settings.redis_url)}", "Press Ctrl-C to stop."]
         print("\n".join(lines), flush=True)
 
     def _watch(self) -> int:
@@ -189,7 +225,7 @@ class Fleet:
             for child in group:
                 if child.process.poll() is None:
                     child.process.terminate()
-            deadline = time.monotonic() + 20
+            deadline = time.monotonic() + self.settings.request_timeout + STOP_MARGIN_SECONDS
             for child in group:
                 try:
                     child.process.wait(timeout=max(deadline - time.monotonic(), 0.1))
@@ -199,6 +235,8 @@ class Fleet:
                     child.process.wait()
         if self._redis_dir:
             remove_data_dir(self._redis_dir)
+        if self._http_socket is not None:
+            self._http_socket.close()
 
 
 def _client_host(host: str) -> str:

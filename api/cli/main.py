@@ -12,7 +12,7 @@ from pydantic import ValidationError
 from api.cli.fleet_models import model_overrides
 from api.cli.jobs import add_jobs_parser, run_jobs
 from shared.log_format import configure_logging
-from shared.settings import Settings
+from shared.settings import Settings, describe_settings_error
 
 
 def _build_parser() -> argparse.ArgumentParser:
@@ -65,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         settings = Settings(**overrides)
     except ValidationError as exc:
-        print(f"rerank-fleet: invalid settings:\n{exc}", file=sys.stderr)
+        print(f"rerank-fleet: invalid setting: {describe_settings_error(exc)}", file=sys.stderr)
         return 2
     configure_logging("info", settings.log_format)
     logging.getLogger("httpx").setLevel(logging.WARNING)  # the readiness polls

@@ -13,6 +13,7 @@ GRPC_STATUS: dict[ErrorType, grpc.StatusCode] = {
     ErrorType.AUTHENTICATION: grpc.StatusCode.UNAUTHENTICATED,
     ErrorType.NOT_FOUND: grpc.StatusCode.NOT_FOUND,
     ErrorType.TOO_LARGE: grpc.StatusCode.INVALID_ARGUMENT,
+    ErrorType.UNSUPPORTED_MEDIA: grpc.StatusCode.INVALID_ARGUMENT,
     ErrorType.CONFLICT: grpc.StatusCode.FAILED_PRECONDITION,
     ErrorType.OVERLOADED: grpc.StatusCode.RESOURCE_EXHAUSTED,
     ErrorType.UNAVAILABLE: grpc.StatusCode.UNAVAILABLE,

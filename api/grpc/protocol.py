@@ -10,7 +10,7 @@ import struct
 import numpy as np
 from tritonclient.grpc import service_pb2 as pb
 
-from shared.errors import ErrorType, RerankError
+from shared.errors import ErrorType, RerankError, shown
 from shared.schemas import RankResult, Truncate
 
 INPUT_NAMES = ("query", "passage")
@@ -37,7 +37,7 @@ def parse_truncate(parameters) -> Truncate:
     if given is None:
         return "NONE"
     if given.upper() not in ("NONE", "END"):
-        raise _invalid(f"parameter 'truncate' must be 'none' or 'end', not {given!r}")
+        raise _invalid(f"parameter 'truncate' must be 'none' or 'end', not {shown(given)}")
     return given.upper()  # type: ignore[return-value]
 
 

@@ -14,6 +14,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from tritonclient.grpc import service_pb2_grpc
 
+from api.grpc.auth import ApiKeyInterceptor
 from api.grpc.servicer import InferenceServicer
 from api.ranking.service import RankingService
 from shared.errors import RerankError
@@ -31,7 +32,14 @@ class GrpcServer:
     def __init__(self, settings: Settings, service: RankingService) -> None:
         self._settings = settings
         self._service = service
-        self._server = grpc.aio.server(options=[("grpc.max_receive_message_length", settings.max_body_bytes)])
+        self._server = grpc.aio.server(
+            interceptors=[ApiKeyInterceptor(settings.api_keys)],
+            options=[
+                ("grpc.max_receive_message_length", settings.max_body_bytes),
+                # bind exclusively: a second fleet on the same port fails instead of sharing the clients
+                ("grpc.so_reuseport", 0),
+            ],
+        )
         service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(InferenceServicer(settings, service), self._server)
         self._health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self._health, self._server)
@@ -40,9 +48,12 @@ class GrpcServer:
 
     async def start(self) -> None:
         address = f"{self._settings.host}:{self._settings.grpc_port}"
-        self.port = self._server.add_insecure_port(address)
+        try:
+            self.port = self._server.add_insecure_port(address)
+        except RuntimeError:
+            self.port = 0
         if not self.port:
-            raise RuntimeError(f"cannot listen for gRPC on {address}")
+            raise RuntimeError(f"cannot listen for gRPC on {address}: the port is taken (RERANK_GRPC_PORT, --grpc-port)")
         await self._server.start()
         self._health_task = asyncio.create_task(self._refresh_health(), name="grpc-health")
         log.info("gRPC (KServe V2) listening on %s", address)

@@ -12,11 +12,11 @@ from tritonclient.grpc import service_pb2_grpc
 
 from api.grpc import protocol
 from api.grpc.errors import GRPC_STATUS, abort
-from api.ranking.api_keys import key_matches
 from api.ranking.metrics import observed_request
 from api.ranking.model_names import grpc_model_name
 from api.ranking.service import RankingService
-from shared.errors import ErrorType, RerankError
+from shared.errors import ErrorType, RerankError, shown
+from shared.log_format import is_valid_request_id
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -25,30 +25,26 @@ SERVER_NAME = "rerank-fleet"
 SERVER_VERSION = "0.1.0"
 
 
-def translated(authenticate: bool) -> Callable:
-    """Wrap an RPC: check the API key if asked, and turn RerankError (or a bug) into a gRPC status."""
+def translated(method: Callable[..., Awaitable]) -> Callable[..., Awaitable]:
+    """Wrap an RPC: count it, and turn RerankError (or a bug) into a gRPC status (the API key is checked
+    before, by api/grpc/auth.py)."""
 
-    def decorate(method: Callable[..., Awaitable]) -> Callable[..., Awaitable]:
-        @functools.wraps(method)
-        async def rpc(self: "InferenceServicer", request, context: grpc.aio.ServicerContext):
-            with observed_request("grpc", route=method.__name__, status="OK") as call:
-                try:
-                    if authenticate:
-                        self.authenticate(context)
-                    return await method(self, request, context)
-                except RerankError as error:
-                    call.status = GRPC_STATUS[error.type].name
-                    await abort(context, error)
-                except grpc.aio.AbortError:
-                    raise
-                except Exception:
-                    log.exception("%s failed", method.__name__)
-                    call.status = grpc.StatusCode.INTERNAL.name
-                    await abort(context, RerankError(ErrorType.INTERNAL, "internal error"))
+    @functools.wraps(method)
+    async def rpc(self: "InferenceServicer", request, context: grpc.aio.ServicerContext):
+        with observed_request("grpc", route=method.__name__, status="OK") as call:
+            try:
+                return await method(self, request, context)
+            except RerankError as error:
+                call.status = GRPC_STATUS[error.type].name
+                await abort(context, error)
+            except grpc.aio.AbortError:
+                raise
+            except Exception:
+                log.exception("%s failed", method.__name__)
+                call.status = grpc.StatusCode.INTERNAL.name
+                await abort(context, RerankError(ErrorType.INTERNAL, "internal error"))
 
-        return rpc
-
-    return decorate
+    return rpc
 
 
 class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
@@ -58,26 +54,18 @@ class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
         self._settings = settings
         self._service = service
 
-    def authenticate(self, context: grpc.aio.ServicerContext) -> None:
-        api_key = self._settings.api_key
-        if api_key is None:
-            return
-        metadata = dict(context.invocation_metadata() or ())
-        if not key_matches(metadata.get("authorization"), api_key.get_secret_value()):
-            raise RerankError(ErrorType.AUTHENTICATION, "missing or invalid API key: send metadata authorization: Bearer <key>")
-
     async def resolve_model(self, grpc_name: str) -> str:
         """The served model id whose gRPC name is `grpc_name`; NOT_FOUND otherwise."""
         for model_id in await self._service.served_models():
             if grpc_model_name(model_id) == grpc_name or model_id == grpc_name:
                 return model_id
-        raise RerankError(ErrorType.NOT_FOUND, f"model {grpc_name!r} is not served here")
+        raise RerankError(ErrorType.NOT_FOUND, f"model {shown(grpc_name)} is not served here")
 
-    @translated(authenticate=False)
+    @translated
     async def ServerLive(self, request, context):
         return pb.ServerLiveResponse(live=True)
 
-    @translated(authenticate=False)
+    @translated
     async def ServerReady(self, request, context):
         try:
             await self._service.check_ready()
@@ -85,7 +73,7 @@ class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
             return pb.ServerReadyResponse(ready=False)
         return pb.ServerReadyResponse(ready=True)
 
-    @translated(authenticate=False)
+    @translated
     async def ModelReady(self, request, context):
         try:
             await self._service.check_ready(await self.resolve_model(request.name))
@@ -95,11 +83,11 @@ class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
             return pb.ModelReadyResponse(ready=False)
         return pb.ModelReadyResponse(ready=True)
 
-    @translated(authenticate=True)
+    @translated
     async def ServerMetadata(self, request, context):
         return pb.ServerMetadataResponse(name=SERVER_NAME, version=SERVER_VERSION, extensions=[])
 
-    @translated(authenticate=True)
+    @translated
     async def ModelMetadata(self, request, context):
         model_id = await self.resolve_model(request.name)
         inputs, outputs = protocol.tensor_metadata()
@@ -107,8 +95,10 @@ class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
             name=grpc_model_name(model_id), versions=["1"], platform=SERVER_NAME, inputs=inputs, outputs=outputs
         )
 
-    @translated(authenticate=True)
+    @translated
     async def ModelInfer(self, request, context):
+        if request.id and not is_valid_request_id(request.id):  # it becomes the request id of every log line
+            raise RerankError(ErrorType.VALIDATION, "the request id must be 1 to 128 characters of [A-Za-z0-9._-]")
         model_id = await self.resolve_model(request.model_name)
         truncate = protocol.parse_truncate(request.parameters)
         instruction = protocol.parse_instruction(request.parameters)

@@ -11,13 +11,12 @@ from typing import Literal
 from fastapi import APIRouter, Depends, Request
 
 from api.http.dependencies import ranking_service
-from api.http.middleware.auth import require_api_key
 from api.http.middleware.disconnect import unless_disconnected
 from api.http.errors import ERROR_RESPONSES
 from api.ranking.service import RankingService
 from shared.compat_schemas import CohereRerankRequest, CohereRerankResponse, build_cohere_response
 
-router = APIRouter(dependencies=[Depends(require_api_key)], responses=ERROR_RESPONSES)
+router = APIRouter(responses=ERROR_RESPONSES)
 
 
 async def _cohere_rerank(

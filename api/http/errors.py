@@ -23,6 +23,7 @@ HTTP_STATUS: dict[ErrorType, int] = {
     ErrorType.AUTHENTICATION: 401,
     ErrorType.NOT_FOUND: 404,
     ErrorType.TOO_LARGE: 413,
+    ErrorType.UNSUPPORTED_MEDIA: 415,
     ErrorType.CONFLICT: 409,
     ErrorType.OVERLOADED: 429,
     ErrorType.UNAVAILABLE: 503,
@@ -30,7 +31,8 @@ HTTP_STATUS: dict[ErrorType, int] = {
     ErrorType.INTERNAL: 500,
 }
 
-_STATUS_TYPE = {404: ErrorType.NOT_FOUND, 401: ErrorType.AUTHENTICATION, 413: ErrorType.TOO_LARGE}
+_STATUS_TYPE = {404: ErrorType.NOT_FOUND, 401: ErrorType.AUTHENTICATION, 413: ErrorType.TOO_LARGE,
+                408: ErrorType.TIMEOUT, 405: ErrorType.INVALID_BODY}  # fmt: skip
 
 ERROR_RESPONSES = {
     status: {"model": ErrorEnvelope, "description": type_.value}
@@ -71,8 +73,13 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if exc.status_code == 400:  # FastAPI could not read the body: in practice, bytes that are not UTF-8
+            return error_response(RerankError(ErrorType.VALIDATION, "the body is not valid UTF-8 JSON"))
         type_ = _STATUS_TYPE.get(exc.status_code, ErrorType.INVALID_BODY)
-        return error_response(RerankError(type_, str(exc.detail)), exc.status_code)
+        response = error_response(RerankError(type_, str(exc.detail)), exc.status_code)
+        if exc.status_code == 408:  # the rest of that body would be read as the next request
+            response.headers["Connection"] = "close"
+        return response
 
     @app.exception_handler(Exception)
     async def _unexpected(_: Request, exc: Exception) -> JSONResponse:

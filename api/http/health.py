@@ -9,7 +9,6 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from api.http.dependencies import fleet_reader, ranking_service
 from api.http.errors import ERROR_RESPONSES
-from api.http.middleware.auth import require_api_key
 from api.ranking.fleet_metrics import FleetReader, exposition
 from api.ranking.service import RankingService
 from shared.schemas import ModelCard, ModelList
@@ -36,8 +35,7 @@ async def ready(
     return {"status": "ready", "model": first, "workers": workers[first], "models": workers}
 
 
-@router.get("/v1/models", response_model=ModelList, tags=["models"], responses=ERROR_RESPONSES,
-            dependencies=[Depends(require_api_key)])  # fmt: skip
+@router.get("/v1/models", response_model=ModelList, tags=["models"], responses=ERROR_RESPONSES)
 async def list_models(service: RankingService = Depends(ranking_service)) -> ModelList:
     """The models this fleet serves."""
     return ModelList(
@@ -45,7 +43,7 @@ async def list_models(service: RankingService = Depends(ranking_service)) -> Mod
     )
 
 
-@router.get("/metrics", include_in_schema=False, dependencies=[Depends(require_api_key)])
+@router.get("/metrics", include_in_schema=False)
 async def metrics(reader: FleetReader = Depends(fleet_reader)) -> Response:
     """Prometheus text exposition: the API's own metrics and the fleet's, read from Redis now."""
     return Response(exposition(await reader.read()), media_type=CONTENT_TYPE_LATEST)

@@ -10,14 +10,13 @@ from fastapi import APIRouter, Depends, Request, Response
 
 from api.http.dependencies import ranking_service
 from api.http.errors import ERROR_RESPONSES, json_response
-from api.http.middleware.auth import require_api_key
 from api.http.middleware.disconnect import unless_disconnected
 from api.ranking.model_names import normalise_model_name
 from api.ranking.service import RankingService
-from shared.errors import ErrorType, RerankError
+from shared.errors import ErrorType, RerankError, shown
 from shared.schemas import RankingRequest, RankingResponse, build_ranking_response
 
-router = APIRouter(dependencies=[Depends(require_api_key)], responses=ERROR_RESPONSES)
+router = APIRouter(responses=ERROR_RESPONSES)
 
 
 @router.post("/v1/retrieval/{model:path}/reranking", response_model=RankingResponse, tags=["ranking"])
@@ -26,7 +25,7 @@ async def retrieval_rerank(
 ) -> Response:
     """/v1/ranking under the model's own path (LiteLLM's default `nvidia_nim` route); `top_k` is applied."""
     if normalise_model_name(body.model) != normalise_model_name(model):
-        raise RerankError(ErrorType.VALIDATION, f"the body's model {body.model!r} is not the URL's model {model!r}")
+        raise RerankError(ErrorType.VALIDATION, f"the body's model {shown(body.model)} is not the URL's model {shown(model)}")
     result = await unless_disconnected(request, service.score(
         model=await service.resolve_model(model),  # the URL keeps the client's spelling
         query=body.query.text,

@@ -1,65 +1,36 @@
 """Batch-job submission: read the upload request by request, stage chunks in Redis, queue the first ones.
 
-The upload is never held whole: NDJSON is parsed line by line as it arrives, and at most one chunk of
-requests is in memory. A request that cannot be served (bad shape, too many passages, another model)
-becomes an error line of its own; the job goes on.
+The upload is never held whole (api/jobs/uploads.py): NDJSON and JSON are parsed as they arrive, off the
+event loop, and at most one chunk of requests is in memory. A request that cannot be served (bad shape,
+too many passages, another model) becomes an error line of its own; the job goes on. Each caller (API key,
+or client address without keys) has at most RERANK_JOB_MAX_ACTIVE unfinished jobs holding at most
+RERANK_JOB_MAX_STAGED_BYTES of staged requests.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import re
 import uuid
 from typing import AsyncIterator
 
 from celery import Celery
 from pydantic import ValidationError
 
+from api.jobs.store import JobStore
+from api.jobs.uploads import Item, JsonJobParser, NdjsonParser, Spool, pieces, read_items
 from api.ranking.input_limits import check_max_chunks, check_request
 from api.ranking.schema_errors import describe_validation_errors
-from api.jobs.store import JobStore
 from api.ranking.service import RankingService, not_served
 from shared.celery_app import send_job_chunk
-from shared.errors import ErrorType, RerankError
-from shared.job_schemas import Job, JobHeader, JobRequest, result_line
+from shared.errors import ErrorType, RerankError, shown
+from shared.job_schemas import Job, JobRequest, result_line
 from shared.schemas import Truncate
 from shared.settings import Settings
 
-Item = dict | RerankError  # a parsed request, or why its line could not be read
-
-
-async def ndjson_items(stream: AsyncIterator[bytes], max_bytes: int) -> AsyncIterator[Item]:
-    """Objects of an NDJSON stream, one per non-empty line, without reading the stream whole."""
-    buffer, received = b"", 0
-    async for piece in stream:
-        received += len(piece)
-        if received > max_bytes:
-            raise RerankError(ErrorType.TOO_LARGE, f"upload over RERANK_JOB_MAX_UPLOAD_BYTES ({max_bytes} bytes)")
-        buffer += piece
-        *lines, buffer = buffer.split(b"\n")
-        for line in lines:
-            if line.strip():
-                yield _parse_line(line)
-    if buffer.strip():
-        yield _parse_line(buffer)
-
-
-def _parse_line(line: bytes) -> Item:
-    try:
-        value = json.loads(line.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError):
-        return RerankError(ErrorType.INVALID_BODY, "line is not valid UTF-8 JSON")
-    return value if isinstance(value, dict) else RerankError(ErrorType.INVALID_BODY, "line is not a JSON object")
-
-
-async def read_capped(stream: AsyncIterator[bytes], max_bytes: int) -> bytes:
-    """A whole (JSON) body, refused once it passes `max_bytes`."""
-    body = bytearray()
-    async for piece in stream:
-        body += piece
-        if len(body) > max_bytes:
-            raise RerankError(ErrorType.TOO_LARGE, f"upload over RERANK_JOB_MAX_UPLOAD_BYTES ({max_bytes} bytes)")
-    return bytes(body)
+IDEMPOTENCY_KEY = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+LIMIT_RETRY_AFTER = 30  # seconds: about as long as a small job takes to finish
 
 
 class JobService:
@@ -69,25 +40,41 @@ class JobService:
         self._celery = celery
         self._ranking = ranking
 
-    async def submit_json(self, stream: AsyncIterator[bytes], idempotency_key: str | None) -> tuple[Job, bool]:
-        """A JSON submission: {"model", "truncate", "requests": [...]}."""
-        body = await read_capped(stream, self._settings.job_max_upload_bytes)
-        try:
-            header = JobHeader.model_validate_json(body)
-        except ValidationError as exc:
-            raise RerankError(ErrorType.INVALID_BODY, describe_validation_errors(exc.errors())) from None
+    async def submit_json(self, stream: AsyncIterator[bytes], idempotency_key: str | None, caller: str) -> tuple[Job, bool]:
+        """A JSON submission: {"model", "truncate", "requests": [...]}.
+
+        Requests that come before the job's model and truncate are known (a client that sorts its keys puts
+        `requests` before `truncate`) wait in a spool, on disk beyond a few MiB, until they are.
+        """
+        parser = JsonJobParser(self._settings.max_body_bytes)
+        upload = pieces(stream, self._settings.job_max_upload_bytes)
+        spool = Spool(self._settings.max_body_bytes)
+
+        def read_ahead(piece: bytes | None) -> None:
+            spool.extend(parser.feed(piece) if piece is not None else parser.close())
+
+        async for piece in upload:
+            await asyncio.to_thread(read_ahead, piece)
+            if parser.settled:
+                break
+        else:
+            await asyncio.to_thread(read_ahead, None)
+        model, truncate = parser.job_fields()
 
         async def items() -> AsyncIterator[Item]:
-            for item in header.requests:
-                yield item if isinstance(item, dict) else RerankError(ErrorType.INVALID_BODY, "not a JSON object")
+            async for item in spool.replay():
+                yield item
+            async for item in read_items(parser, upload):
+                yield item
 
-        return await self._submit(header.model, header.truncate, items(), idempotency_key)
+        return await self._submit(model, truncate, items(), idempotency_key, caller)
 
     async def submit_ndjson(
-        self, stream: AsyncIterator[bytes], model: str | None, idempotency_key: str | None
+        self, stream: AsyncIterator[bytes], model: str | None, idempotency_key: str | None, caller: str
     ) -> tuple[Job, bool]:
         """An NDJSON submission: one /v1/ranking body per line, with optional custom_id."""
-        items = ndjson_items(stream, self._settings.job_max_upload_bytes)
+        upload = pieces(stream, self._settings.job_max_upload_bytes)
+        items = read_items(NdjsonParser(self._settings.max_body_bytes), upload)
         first = await anext(items, None)
         if first is None:
             raise RerankError(ErrorType.INVALID_BODY, "the upload holds no request")
@@ -100,24 +87,32 @@ class JobService:
             async for item in items:
                 yield item
 
-        return await self._submit(model, "NONE", all_items(), idempotency_key)
+        return await self._submit(model, "NONE", all_items(), idempotency_key, caller)
 
     async def _submit(
-        self, model: str, truncate: Truncate, items: AsyncIterator[Item], idempotency_key: str | None
+        self, model: str, truncate: Truncate, items: AsyncIterator[Item], idempotency_key: str | None, caller: str
     ) -> tuple[Job, bool]:
+        if idempotency_key is not None and not IDEMPOTENCY_KEY.fullmatch(idempotency_key):
+            raise RerankError(ErrorType.VALIDATION, "Idempotency-Key must be 1 to 128 characters of [A-Za-z0-9._:-]")
         if model not in await self._ranking.served_models():
             raise not_served(model)
         job_id = uuid.uuid4().hex
         if idempotency_key:
-            existing = await self._store.claim_idempotency_key(idempotency_key, job_id)
+            existing = await self._store.claim_idempotency_key(caller, idempotency_key, job_id)
             if existing is not None:
                 job = await self._store.get(existing)
                 if job is not None:
                     return job, False
-        await self._store.create(job_id, model)
+        try:
+            staged_elsewhere = await self._admit(caller)
+        except BaseException:
+            if idempotency_key:
+                await self._store.release_idempotency_key(caller, idempotency_key)
+            raise
+        await self._store.create(job_id, model, caller)
         chunks = 0
         try:
-            requests, pairs, chunks = await self._ingest(job_id, model, truncate, items)
+            requests, pairs, chunks = await self._ingest(job_id, model, truncate, items, staged_elsewhere)
             await self._store.finalize(
                 job_id, requests=requests, pairs=pairs, chunks=chunks, window=self._settings.job_window
             )
@@ -127,13 +122,23 @@ class JobService:
         except BaseException:
             await self._store.delete(job_id, chunks)
             if idempotency_key:
-                await self._store.release_idempotency_key(idempotency_key)
+                await self._store.release_idempotency_key(caller, idempotency_key)
             raise
         job = await self._store.get(job_id)
         assert job is not None
         return job, True
 
-    async def _ingest(self, job_id: str, model: str, truncate: Truncate, items: AsyncIterator[Item]):
+    async def _admit(self, caller: str) -> int:
+        """Refuse a new job of a caller at its limits (429); the bytes its unfinished jobs hold staged."""
+        settings = self._settings
+        active, staged = await self._store.caller_usage(caller)
+        if active >= settings.job_max_active:
+            raise RerankError(ErrorType.OVERLOADED, f"{active} unfinished jobs already: at most {settings.job_max_active} "
+                              "per caller (RERANK_JOB_MAX_ACTIVE); retry once one has finished",
+                              retry_after=LIMIT_RETRY_AFTER)  # fmt: skip
+        return staged
+
+    async def _ingest(self, job_id: str, model: str, truncate: Truncate, items: AsyncIterator[Item], staged: int):
         settings = self._settings
         entries: list[dict] = []
         failed: dict[int, str] = {}
@@ -141,11 +146,17 @@ class JobService:
         requests = pairs = chunks = chunk_pairs = 0
 
         async def flush(final: bool) -> None:
-            nonlocal entries, failed, custom_ids, chunks, chunk_pairs
+            nonlocal entries, failed, custom_ids, chunks, chunk_pairs, staged
             chunk = None
             if entries and (final or chunk_pairs >= settings.job_chunk_pairs):
-                chunk, chunks = (chunks, entries), chunks + 1
+                chunk, chunks = (chunks, json.dumps(entries, separators=(",", ":"))), chunks + 1
                 entries, chunk_pairs = [], 0
+                staged += len(chunk[1])
+                if staged > settings.job_max_staged_bytes:
+                    raise RerankError(ErrorType.OVERLOADED, f"this caller's unfinished jobs would hold more than "
+                                      f"{settings.job_max_staged_bytes} bytes of requests (RERANK_JOB_MAX_STAGED_BYTES); "
+                                      "retry once some have finished", retry_after=LIMIT_RETRY_AFTER)  # fmt: skip
+                await self._store.add_staged_bytes(job_id, len(chunk[1]))
             if chunk is not None or final or len(failed) >= 500:
                 await self._store.stage(job_id, chunk=chunk, failed_lines=failed, custom_ids=custom_ids)
                 failed, custom_ids = {}, []
@@ -175,7 +186,7 @@ class JobService:
         except ValidationError as exc:
             return RerankError(ErrorType.INVALID_BODY, describe_validation_errors(exc.errors()))
         if request.model is not None and request.model != model:
-            return RerankError(ErrorType.NOT_FOUND, f"model {request.model!r} is not this job's model {model!r}")
+            return RerankError(ErrorType.NOT_FOUND, f"model {shown(request.model)} is not this job's model {model!r}")
         try:
             check_request(self._settings, request.query.text, [p.text for p in request.passages])
             check_max_chunks(self._settings, request.max_chunks_per_passage)

@@ -10,6 +10,7 @@ from redis.asyncio import Redis
 
 from shared.job_keys import (
     JOBS_INDEX,
+    caller_jobs_key,
     chunk_key,
     idempotency_key,
     ids_key,
@@ -42,32 +43,49 @@ class JobStore:
         self._redis = redis
         self._ttl = ttl
 
-    async def claim_idempotency_key(self, key: str, job_id: str) -> str | None:
-        """Bind `key` to `job_id`; if it was bound already, the job id it names."""
-        if await self._redis.set(idempotency_key(key), job_id, nx=True, ex=self._ttl):
+    async def claim_idempotency_key(self, caller: str, key: str, job_id: str) -> str | None:
+        """Bind the caller's `key` to `job_id`; if it was bound already, the job id it names."""
+        if await self._redis.set(idempotency_key(caller, key), job_id, nx=True, ex=self._ttl):
             return None
-        existing = await self._redis.get(idempotency_key(key))
+        existing = await self._redis.get(idempotency_key(caller, key))
         return _text(existing) if existing else None
 
-    async def release_idempotency_key(self, key: str) -> None:
-        await self._redis.delete(idempotency_key(key))
+    async def release_idempotency_key(self, caller: str, key: str) -> None:
+        await self._redis.delete(idempotency_key(caller, key))
 
-    async def create(self, job_id: str, model: str) -> None:
+    async def create(self, job_id: str, model: str, caller: str) -> None:
         now = time.time()
         async with self._redis.pipeline(transaction=True) as pipe:
-            pipe.hset(job_key(job_id), mapping={"model": model, "status": "queued", "created_at": now, "ttl": self._ttl})
+            pipe.hset(job_key(job_id), mapping={"model": model, "owner": caller, "status": "queued", "created_at": now,
+                                                "ttl": self._ttl, "staged_bytes": 0})  # fmt: skip
             pipe.expire(job_key(job_id), self._ttl)
+            pipe.zadd(caller_jobs_key(caller), {job_id: now})
+            pipe.zremrangebyscore(caller_jobs_key(caller), 0, now - self._ttl)
+            pipe.expire(caller_jobs_key(caller), self._ttl)
             await pipe.execute()
 
+    async def caller_usage(self, caller: str) -> tuple[int, int]:
+        """How many unfinished jobs the caller has, and how many bytes of requests they hold staged."""
+        ids = [_text(i) for i in await self._redis.zrange(caller_jobs_key(caller), 0, -1)]
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for job_id in ids:
+                pipe.hmget(job_key(job_id), "status", "staged_bytes")
+            states = await pipe.execute() if ids else []
+        unfinished = [int(size or 0) for status, size in states if status is not None and _text(status) not in FINISHED]
+        return len(unfinished), sum(unfinished)
+
+    async def add_staged_bytes(self, job_id: str, size: int) -> None:
+        await self._redis.hincrby(job_key(job_id), "staged_bytes", size)
+
     async def stage(
-        self, job_id: str, *, chunk: tuple[int, list[dict]] | None, failed_lines: dict[int, str], custom_ids: list
+        self, job_id: str, *, chunk: tuple[int, str] | None, failed_lines: dict[int, str], custom_ids: list
     ) -> None:
-        """Write what the upload has produced so far: a chunk of requests for the workers, the error lines of
-        requests refused at submission, and the custom ids of both, in submission order."""
+        """Write what the upload has produced so far: a chunk of requests for the workers (its JSON), the error
+        lines of requests refused at submission, and the custom ids of both, in submission order."""
         async with self._redis.pipeline(transaction=False) as pipe:
             if chunk is not None:
-                chunk_no, entries = chunk
-                pipe.set(chunk_key(job_id, chunk_no), json.dumps(entries, separators=(",", ":")), ex=self._ttl)
+                chunk_no, payload = chunk
+                pipe.set(chunk_key(job_id, chunk_no), payload, ex=self._ttl)
             if failed_lines:
                 pipe.hset(results_key(job_id), mapping=failed_lines)
                 pipe.expire(results_key(job_id), self._ttl)
@@ -92,7 +110,10 @@ class JobStore:
 
     async def delete(self, job_id: str, chunks: int) -> None:
         """Forget a job whose submission failed."""
+        owner = await self._redis.hget(job_key(job_id), "owner")
         await self._redis.delete(*job_keys(job_id), *(chunk_key(job_id, n) for n in range(chunks)))
+        if owner is not None:
+            await self._redis.zrem(caller_jobs_key(_text(owner)), job_id)
 
     async def lease(self, job_id: str, chunks: list[int]) -> None:
         """Note that these chunks are being queued now (see worker/tasks/job_sweeper.py)."""
@@ -101,15 +122,18 @@ class JobStore:
             await self._redis.hset(leases_key(job_id), mapping={chunk: now for chunk in chunks})
             await self._redis.expire(leases_key(job_id), self._ttl)
 
-    async def get(self, job_id: str) -> Job | None:
-        fields = await self._redis.hgetall(job_key(job_id))
-        if not fields:
+    async def get(self, job_id: str, caller: str | None = None) -> Job | None:
+        """The job; None if there is none, or if `caller` is given and did not submit it."""
+        fields = {_text(k): _text(v) for k, v in (await self._redis.hgetall(job_key(job_id))).items()}
+        if not fields or (caller is not None and fields.get("owner") != caller):
             return None
-        return job_from_hash(job_id, {_text(k): _text(v) for k, v in fields.items()})
+        return job_from_hash(job_id, fields)
 
-    async def recent(self, limit: int) -> list[Job]:
-        ids = [_text(i) for i in await self._redis.zrevrange(JOBS_INDEX, 0, limit - 1)]
-        jobs = [await self.get(job_id) for job_id in ids]
+    async def recent(self, limit: int, caller: str | None = None) -> list[Job]:
+        """The newest jobs: all of them, or those `caller` submitted."""
+        index = JOBS_INDEX if caller is None else caller_jobs_key(caller)
+        ids = [_text(i) for i in await self._redis.zrevrange(index, 0, limit - 1)]
+        jobs = [await self.get(job_id, caller) for job_id in ids]
         return [job for job in jobs if job is not None]
 
     async def cancel(self, job_id: str) -> str | None:

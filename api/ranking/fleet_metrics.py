@@ -38,6 +38,7 @@ class FleetSnapshot:
     """What one scrape read from Redis."""
 
     redis_up: bool
+    redis_memory: dict[str, int] = field(default_factory=dict)  # used_memory, maxmemory (0: no limit)
     queue_depth: dict[tuple[str, str, str], int] = field(default_factory=dict)  # (queue, model, kind) -> messages
     live_workers: dict[str, int] = field(default_factory=dict)  # model -> workers
     workers: list[WorkerFamilies] = field(default_factory=list)
@@ -54,7 +55,9 @@ class FleetReader:
     async def read(self) -> FleetSnapshot:
         try:
             models = sorted(set(await self._registry.served_models()) | set(self._configured_models))
-            snapshot = FleetSnapshot(redis_up=True)
+            memory = await self._redis.info("memory")
+            snapshot = FleetSnapshot(redis_up=True, redis_memory={
+                name: int(memory.get(name) or 0) for name in ("used_memory", "maxmemory")})  # fmt: skip
             for model in models:
                 for kind, queue in (("interactive", interactive_queue(model)), ("batch", batch_queue(model))):
                     snapshot.queue_depth[(queue, model, kind)] = await self._redis.llen(queue)
@@ -79,6 +82,10 @@ class FleetCollector:
         snapshot = self._snapshot
         yield GaugeMetricFamily("rerank_redis_up", "1 if the API read the fleet from Redis at this scrape.",
                                 value=int(snapshot.redis_up))  # fmt: skip
+        for name, help_text in (("used_memory", "Bytes Redis holds (INFO memory used_memory) at this scrape."),
+                                ("maxmemory", "Redis's memory limit in bytes (maxmemory); 0: none.")):  # fmt: skip
+            if name in snapshot.redis_memory:
+                yield GaugeMetricFamily(f"rerank_redis_{name}_bytes", help_text, value=snapshot.redis_memory[name])
         depth = GaugeMetricFamily(
             "rerank_queue_depth", "Messages waiting in a model's queue (interactive requests or batch-job chunks).",
             labels=["queue", "model", "kind"],

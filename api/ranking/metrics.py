@@ -14,7 +14,9 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Iterator
 
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Histogram, disable_created_metrics
+
+disable_created_metrics()  # no `*_created` series beside every counter and histogram
 
 LABELS = ["protocol", "route", "model", "status"]
 REQUESTS = Counter(
@@ -27,7 +29,7 @@ REQUEST_SECONDS = Histogram(
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0),
 )
 ERRORS = Counter(
-    "rerank_request_errors", "Requests answered with an error, by protocol and error type (the API.md taxonomy).",
+    "rerank_request_errors", "Requests answered with an error, by protocol and error type.",
     ["protocol", "error_type"],
 )  # fmt: skip
 

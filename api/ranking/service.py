@@ -20,10 +20,10 @@ from api.ranking.input_limits import check_max_chunks, check_request
 from api.ranking.metrics import note_model
 from api.ranking.model_names import match_served_model
 from api.ranking.result_waiter import ResultWaiter
-from api.ranking.task_watch import TaskWatch
+from api.ranking.task_watch import TaskWatch, task_id as new_task_id
 from api.ranking.worker_registry import WorkerRegistry
 from shared.celery_app import RANK_TASK, interactive_queue
-from shared.errors import ErrorType, RerankError
+from shared.errors import ErrorType, RerankError, shown
 from shared.schemas import RankResult, RankTask, Truncate
 from shared.settings import Settings
 
@@ -31,6 +31,8 @@ log = logging.getLogger(__name__)
 
 RETRY_AFTER_SECONDS = 5
 MIN_RETRY_SECONDS = 1.0  # a task whose worker died is sent again only with at least this much time left
+MAX_SENDS = 3  # a request is sent at most this often (workers may die again while a fleet restarts them)
+CLAIM_GRACE_SECONDS = 2.0  # a task unclaimed this long after its send is checked for having vanished
 
 
 class _WorkerLost(Exception):
@@ -111,13 +113,14 @@ class RankingService:
     async def _run(self, task: RankTask) -> dict | None:
         """Send the task and wait for its result record (None at the deadline).
 
-        If the worker scoring it dies, the task is sent once more while enough time is left, else
-        UNAVAILABLE; if the caller is cancelled (its client left) or the deadline passes, workers are
-        told to skip the task.
+        If the worker that took it dies (or it vanished with a worker killed as it popped it), the task is
+        sent again while enough time is left and a live worker remains, else UNAVAILABLE; if the caller is
+        cancelled (its client left) or the deadline passes, workers are told to skip the task. Only the
+        answer to the last send is awaited, so a request scored twice reaches its client once.
         """
-        resent = False
+        sends = 0
         while True:
-            task_id = uuid.uuid4().hex
+            task_id, sends = new_task_id(), sends + 1
             try:
                 async with self._waiter.expect(task_id) as pending:
                     await asyncio.to_thread(self._send, task_id, task)
@@ -127,22 +130,28 @@ class RankingService:
                 return meta
             except _WorkerLost as lost:
                 left = task.deadline - time.time()
-                if resent or left < MIN_RETRY_SECONDS or not await self._registry.live_workers(task.model_id):
+                if sends == MAX_SENDS or left < MIN_RETRY_SECONDS or not await self._registry.live_workers(task.model_id):
                     raise RerankError(
                         ErrorType.UNAVAILABLE,
                         "the worker scoring this request stopped before answering",
                         retry_after=RETRY_AFTER_SECONDS,
                     ) from None
-                log.warning("worker %s died scoring task %s; sending it again (%.1fs left)", lost, task_id, left)
-                resent = True
-            except asyncio.CancelledError:
+                log.warning("%s task %s; sending it again (%.1fs left)", lost, task_id, left)
+            except (asyncio.CancelledError, RerankError):  # its client left, or no worker is left to take it
                 await self._watch.cancel(task_id, task.deadline - time.time())
                 raise
 
     async def _check(self, task_id: str, task: RankTask) -> None:
         lost = await self._watch.lost_worker(task_id, task.model_id)
         if lost is not None:
-            raise _WorkerLost(lost)
+            raise _WorkerLost(f"worker {lost} died scoring")
+        if time.time() - int(task_id[:16], 16) / 1e9 < CLAIM_GRACE_SECONDS or await self._watch.owner(task_id):
+            return
+        if await self._watch.vanished(task_id, interactive_queue(task.model_id)):
+            raise _WorkerLost("a worker stopped between taking and claiming")
+        if not await self._registry.live_workers(task.model_id):  # still queued, and nobody left to take it
+            raise RerankError(ErrorType.UNAVAILABLE, f"no worker is serving model {task.model_id!r} right now",
+                              retry_after=RETRY_AFTER_SECONDS)  # fmt: skip
 
     async def check_ready(self, model: str | None = None) -> dict[str, int]:
         """Live workers per model, of `model` or else of every configured model; UNAVAILABLE naming the first
@@ -209,17 +218,27 @@ class RankingService:
 
 def not_served(model: str) -> RerankError:
     """The 404 for a model id that no configured model or live worker has."""
-    return RerankError(ErrorType.NOT_FOUND, f"model {model!r} is not served here; GET /v1/models lists the models")
+    return RerankError(ErrorType.NOT_FOUND, f"model {shown(model)} is not served here; GET /v1/models lists the models")
+
+
+def _error_answer(result: object) -> dict | None:
+    """The error a worker answered with (shared/errors.ErrorAnswer, as Celery stores a raised exception)."""
+    if isinstance(result, dict) and result.get("exc_type") == "ErrorAnswer":
+        args = result.get("exc_message")
+        if isinstance(args, list) and args and isinstance(args[0], dict):
+            return args[0]
+    return None
 
 
 def _unpack(meta: dict) -> RankResult:
     """A worker's Celery result record → its scores, or the error it reported."""
     if meta.get("status") == "REVOKED":  # Celery dropped it unstarted: its deadline (`expires`) had passed
         raise RerankError(ErrorType.TIMEOUT, "the request's deadline passed before a worker took it")
-    result = meta.get("result") if meta.get("status") == "SUCCESS" else None
-    if isinstance(result, dict) and "ok" in result:
+    result = meta.get("result")
+    if meta.get("status") == "SUCCESS" and isinstance(result, dict) and "ok" in result:
         return RankResult.model_validate(result["ok"])
-    if isinstance(result, dict) and "error" in result:
-        raise RerankError.from_dict(result["error"])
+    error = _error_answer(result) if meta.get("status") == "FAILURE" else None
+    if error is not None:
+        raise RerankError.from_dict(error)
     log.error("task ended with status %s", meta.get("status"))
     raise RerankError(ErrorType.INTERNAL, "the worker failed to score the request")

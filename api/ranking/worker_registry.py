@@ -10,12 +10,16 @@ from redis.asyncio import Redis
 from shared.registry import MODELS_PREFIX, model_workers_key, worker_info_key
 
 
+SERVED_MODELS_CACHE_SECONDS = 1.0  # listing the models SCANs the keyspace: at most once a second per API process
+
+
 class WorkerRegistry:
     """Reads worker heartbeats; a worker is live while its last heartbeat is younger than `ttl`."""
 
     def __init__(self, redis: Redis, ttl: float) -> None:
         self._redis = redis
         self._ttl = ttl
+        self._served: tuple[float, list[str]] | None = None  # (read at, models)
 
     async def ping(self) -> None:
         """Raise if Redis does not answer."""
@@ -32,7 +36,13 @@ class WorkerRegistry:
         return last is not None and last > time.time() - self._ttl
 
     async def served_models(self) -> list[str]:
-        """Ids of every model with at least one live worker."""
+        """Ids of every model with at least one live worker, as read within the last second."""
+        now = time.monotonic()
+        if self._served is None or now - self._served[0] > SERVED_MODELS_CACHE_SECONDS:
+            self._served = (now, await self._read_served_models())
+        return list(self._served[1])
+
+    async def _read_served_models(self) -> list[str]:
         models = []
         async for key in self._redis.scan_iter(match=f"{MODELS_PREFIX}*", count=100):
             model_id = (key.decode() if isinstance(key, bytes) else key)[len(MODELS_PREFIX) :]

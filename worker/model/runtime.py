@@ -19,6 +19,7 @@ import torch
 from tokenizers import Tokenizer
 from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
 
+from shared.errors import RerankError
 from shared.settings import Settings
 from worker.model.device import resolve_device, resolve_dtype, to_device
 from worker.model.packed_forward import PackedBatch, PackedForward
@@ -60,9 +61,13 @@ class CrossEncoder:
     def load(cls, settings: Settings) -> "CrossEncoder":
         """Load `settings.model` (safetensors only) as its recipe says; raise ModelLoadError with a readable message."""
         started = time.perf_counter()
-        model_dir = resolve_model_dir(settings.model, trust_remote_code=settings.trust_remote_code)
+        model_dir = resolve_model_dir(settings.model, trust_remote_code=settings.trust_remote_code,
+                                      revision=settings.model_revision)  # fmt: skip
         recipe = load_recipe(settings.model, model_dir, settings.recipe_file)
-        device = resolve_device(settings.device)
+        try:
+            device = resolve_device(settings.device)
+        except RerankError as exc:  # RERANK_DEVICE=cuda without a GPU: refused, never a silent CPU run
+            raise ModelLoadError(exc.message) from None
         dtype = resolve_dtype(settings.dtype, device)
         remote = {"trust_remote_code": settings.trust_remote_code}
         try:

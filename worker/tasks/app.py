@@ -16,7 +16,7 @@ import numpy as np
 from celery import Celery
 
 from shared.celery_app import create_celery_app
-from shared.errors import ErrorType, RerankError
+from shared.errors import ErrorAnswer, ErrorType, RerankError
 from shared.settings import get_settings
 from worker.engine.client import EngineClient
 from worker.text.distinct import distinct_pairs
@@ -55,23 +55,25 @@ def install_state(state: WorkerState) -> None:
 
 
 def fleet_task(name: str, **options: Any) -> Callable:
-    """The one task decorator of the project: name, JSON in and out, errors returned as data.
+    """The one task decorator of the project: name, JSON in and out, errors answered in the taxonomy.
 
-    A task returns {"ok": ...} or {"error": {"type", "message"}}; it never raises, so no exception text
-    crosses Redis and the API maps errors through the shared taxonomy. `options` go to Celery's
+    A task returns {"ok": ...}, or raises ErrorAnswer({"type", "message"}): Celery records it as FAILURE (so
+    Flower counts it failed, its reason in the result, never a text), and the API reads the error back and
+    maps it through the shared taxonomy; no other exception text crosses Redis. `options` go to Celery's
     `app.task` (interactive default: result stored, acknowledged on start).
     """
-    options = {"ignore_result": False, "acks_late": False, **options}
+    options = {"ignore_result": False, "acks_late": False, "throws": (ErrorAnswer,), **options}
 
     def decorate(body: Callable[[dict], dict]) -> Any:
         def run(payload: dict) -> dict:
             try:
                 return {"ok": body(payload)}
             except RerankError as exc:
-                return {"error": exc.to_dict()}
+                raise ErrorAnswer(exc.to_dict()) from None
             except Exception:
                 log.exception("task %s failed", name)
-                return {"error": RerankError(ErrorType.INTERNAL, "the worker failed to score the request").to_dict()}
+                error = RerankError(ErrorType.INTERNAL, "the worker failed to score the request")
+                raise ErrorAnswer(error.to_dict()) from None
 
         run.__name__ = body.__name__
         run.__doc__ = body.__doc__

@@ -7,6 +7,9 @@ queues chunk n + RERANK_JOB_WINDOW, so a job keeps a bounded number of chunks qu
 worker's task slots ahead of interactive requests. Every queued or running chunk holds a lease that its
 worker renews; worker/tasks/job_sweeper.py queues again any chunk whose lease lapsed or that the chain lost.
 A chunk whose engine stopped mid-way is not committed: it is queued again, for a worker whose engine runs.
+At most RERANK_JOB_CONCURRENCY chunks run at once in one worker (`chunk_slots`): a chunk that finds them
+all taken is queued again, due a moment later, and gives its task thread back at once, so batch jobs never
+hold the threads interactive requests need.
 """
 
 from __future__ import annotations
@@ -63,6 +66,16 @@ return redis.call('HGET', KEYS[1], 'status')
 """
 
 _client: redis.Redis | None = None
+_slots: threading.BoundedSemaphore | None = None
+BUSY_RETRY_SECONDS = 1.0  # a chunk that found no free slot is due again this much later
+
+
+def chunk_slots() -> threading.BoundedSemaphore:
+    """This worker's budget of chunks running at once (RERANK_JOB_CONCURRENCY)."""
+    global _slots
+    if _slots is None:
+        _slots = threading.BoundedSemaphore(get_settings().job_concurrency)
+    return _slots
 
 
 def _redis() -> redis.Redis:
@@ -156,10 +169,11 @@ class RunningChunks:
 running_chunks = RunningChunks()
 
 
-def queue_chunk(client: redis.Redis, *, job_id: str, model: str, chunk: int, window: int) -> None:
-    """Lease a chunk, then queue it."""
+def queue_chunk(client: redis.Redis, *, job_id: str, model: str, chunk: int, window: int,
+                countdown: float | None = None) -> None:  # fmt: skip
+    """Lease a chunk, then queue it (due `countdown` seconds from now if given)."""
     client.hset(leases_key(job_id), chunk, time.time())
-    send_job_chunk(app, job_id=job_id, model=model, chunk=chunk, window=window)
+    send_job_chunk(app, job_id=job_id, model=model, chunk=chunk, window=window, countdown=countdown)
 
 
 @fleet_task(JOB_CHUNK_TASK, acks_late=True, reject_on_worker_lost=True, ignore_result=True)
@@ -170,20 +184,27 @@ def job_chunk(payload: dict) -> dict:
     status = client.eval(_START, 1, job_key(job_id), time.time())
     if status is None or status == b"cancelled":
         return {"skipped": True}  # expired, deleted or cancelled: nothing to do, nothing to queue
-    raw = client.get(chunk_key(job_id, chunk_no))
-    if raw is None or client.sismember(done_key(job_id), chunk_no):
-        return {"chunk": chunk_no, "committed": False}  # another run committed it
-    running_chunks.add(job_id, chunk_no)
+    if not chunk_slots().acquire(blocking=False):  # this worker runs its budget of chunks already
+        queue_chunk(client, job_id=job_id, model=payload["model"], chunk=chunk_no, window=window,
+                    countdown=BUSY_RETRY_SECONDS)  # fmt: skip
+        return {"chunk": chunk_no, "deferred": True}
     try:
-        client.hset(leases_key(job_id), chunk_no, time.time())
-        entries = [ChunkEntry.model_validate(e) for e in json.loads(raw)]
-        committed = commit(job_id, chunk_no, entries, score_entries(entries))
-    except RerankError as error:  # UNAVAILABLE: this worker's engine stopped; another run scores the chunk
-        log.warning("chunk %d of job %s not scored (%s); queued again", chunk_no, job_id, error.message)
-        queue_chunk(client, job_id=job_id, model=payload["model"], chunk=chunk_no, window=window)
-        return {"chunk": chunk_no, "committed": False, "queued_again": True}
+        raw = client.get(chunk_key(job_id, chunk_no))
+        if raw is None or client.sismember(done_key(job_id), chunk_no):
+            return {"chunk": chunk_no, "committed": False}  # another run committed it
+        running_chunks.add(job_id, chunk_no)
+        try:
+            client.hset(leases_key(job_id), chunk_no, time.time())
+            entries = [ChunkEntry.model_validate(e) for e in json.loads(raw)]
+            committed = commit(job_id, chunk_no, entries, score_entries(entries))
+        except RerankError as error:  # UNAVAILABLE: this worker's engine stopped; another run scores the chunk
+            log.warning("chunk %d of job %s not scored (%s); queued again", chunk_no, job_id, error.message)
+            queue_chunk(client, job_id=job_id, model=payload["model"], chunk=chunk_no, window=window)
+            return {"chunk": chunk_no, "committed": False, "queued_again": True}
+        finally:
+            running_chunks.remove(job_id, chunk_no)
     finally:
-        running_chunks.remove(job_id, chunk_no)
+        chunk_slots().release()
     total = int(client.hget(job_key(job_id), "chunks_total") or 0)
     if committed and chunk_no + window < total:
         queue_chunk(client, job_id=job_id, model=payload["model"], chunk=chunk_no + window, window=window)

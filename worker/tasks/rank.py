@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import logging
 import time
 
-from celery import current_task
+from celery import current_task, signals
 
 from shared.celery_app import RANK_TASK
 from shared.errors import ErrorType, RerankError
 from shared.schemas import RankTask
+from shared.settings import get_settings
 from shared.task_keys import TASK_KEY_TTL_SLACK, task_cancelled_key, task_worker_key
 from worker.engine.client import DeadlineExceeded
 from worker.tasks.app import app, current_state, fleet_task, submit_request
+
+log = logging.getLogger(__name__)
 
 WAIT_SLACK_SECONDS = 5.0  # past a request's deadline, a task stops waiting for an engine that does not answer
 
@@ -31,6 +35,20 @@ def claim(task: RankTask) -> None:
         raise RerankError(ErrorType.TIMEOUT, "the client gave up before the request was scored")
     if task.deadline is not None and task.deadline < time.time():
         raise RerankError(ErrorType.TIMEOUT, "the request's deadline passed before it was scored")
+
+
+@signals.task_received.connect(weak=False)
+def claim_on_receipt(request, **_) -> None:
+    """Record this worker as the owner of a ranking task the moment its message is received, before it waits
+    for a thread: if this process dies holding it, the API sees the owner's heartbeat stop and sends it again
+    (api/ranking/task_watch.py). Runs in the consumer's thread; a Redis error only costs that early notice."""
+    if request.name != RANK_TASK:
+        return
+    try:
+        ttl = int(get_settings().request_timeout) + TASK_KEY_TTL_SLACK
+        app.backend.client.set(task_worker_key(request.id), request.hostname or "", ex=ttl)
+    except Exception as exc:  # noqa: BLE001 - never let it stop the consumer
+        log.warning("could not record the owner of task %s: %s", request.id, exc)
 
 
 @fleet_task(RANK_TASK)

@@ -13,6 +13,7 @@ import time
 
 from celery import signals
 
+from shared.errors import ErrorAnswer
 from shared.log_format import request_id
 from worker.metrics import TaskMetrics
 
@@ -32,7 +33,7 @@ def install_task_signals(metrics: TaskMetrics) -> None:
     def _after(task_id: str, task, args: tuple = (), retval=None, **_) -> None:
         began, token = started.pop(task_id, (time.perf_counter(), None))
         payload = args[0] if args and isinstance(args[0], dict) else {}
-        error = retval.get("error") if isinstance(retval, dict) else None
+        error = retval.error if isinstance(retval, ErrorAnswer) else None
         outcome = "ok"
         if isinstance(error, dict):
             outcome = str(error.get("type", "internal_error"))
@@ -50,7 +51,8 @@ def install_task_signals(metrics: TaskMetrics) -> None:
 
     @signals.task_failure.connect(weak=False)
     def _raised(sender, exception: BaseException, **_) -> None:
-        metrics.record_failure(sender.name, type(exception).__name__)
+        if not isinstance(exception, ErrorAnswer):  # an error answer is counted by its type in _after
+            metrics.record_failure(sender.name, type(exception).__name__)
 
     @signals.task_revoked.connect(weak=False)
     def _dropped(sender, request, expired: bool = False, **_) -> None:

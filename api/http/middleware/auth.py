@@ -1,17 +1,38 @@
-"""API-key check for HTTP routes (RERANK_API_KEY): `Authorization: Bearer <key>`."""
+"""The API key check (RERANK_API_KEY), in ASGI before anything else reads the request: a request without a
+valid key gets the 401 envelope and nothing else; its body is never read. Health routes stay open."""
 
 from __future__ import annotations
 
-from fastapi import Request
+from starlette.datastructures import Headers
+from starlette.types import ASGIApp, Receive, Scope, Send
 
-from api.ranking.api_keys import key_matches
+from api.http.errors import error_response
+from api.ranking.api_keys import anonymous_caller, caller_for
 from shared.errors import ErrorType, RerankError
 
+OPEN_PREFIXES = ("/v1/health/",)
 
-async def require_api_key(request: Request) -> None:
-    """FastAPI dependency: with a key configured, refuse requests without it; without one, let all in."""
-    api_key = request.app.state.settings.api_key
-    if api_key is None:
-        return
-    if not key_matches(request.headers.get("authorization"), api_key.get_secret_value()):
-        raise RerankError(ErrorType.AUTHENTICATION, "missing or invalid API key: send Authorization: Bearer <key>")
+
+class ApiKeyGate:
+    """Wraps an ASGI app; sets `request.state.caller` (who submits and reads batch jobs)."""
+
+    def __init__(self, app: ASGIApp, keys: list[str]) -> None:
+        self.app = app
+        self.keys = keys
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        if not self.keys:
+            caller = anonymous_caller((scope.get("client") or (None,))[0])
+        elif scope["path"].startswith(OPEN_PREFIXES):
+            caller = None
+        else:
+            caller = caller_for(Headers(scope=scope).get("authorization"), self.keys)
+            if caller is None:
+                error = RerankError(ErrorType.AUTHENTICATION, "missing or invalid API key: send Authorization: Bearer <key>")
+                await error_response(error)(scope, receive, send)
+                return
+        scope.setdefault("state", {})["caller"] = caller
+        await self.app(scope, receive, send)

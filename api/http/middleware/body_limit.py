@@ -1,46 +1,59 @@
-"""An ASGI middleware that refuses request bodies over RERANK_MAX_BODY_BYTES with the 413 envelope.
+"""An ASGI middleware that bounds request bodies: over RERANK_MAX_BODY_BYTES they get the 413 envelope, and a
+body that stops arriving for RERANK_BODY_TIMEOUT seconds gets 408.
 
 It checks Content-Length up front and counts the bytes of bodies streamed without one. Batch-job
-uploads are exempt: they are streamed and bounded by RERANK_JOB_MAX_UPLOAD_BYTES (api/jobs/service.py).
+uploads are exempt from the size limit: they are streamed and bounded by RERANK_JOB_MAX_UPLOAD_BYTES
+(api/jobs/service.py), and by RERANK_MAX_BODY_BYTES per request line.
 """
 
 from __future__ import annotations
+
+import asyncio
 
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.http.errors import error_response
+from api.http.middleware.guards import JOBS_PREFIX
 from shared.errors import ErrorType, RerankError
 
-EXEMPT_PREFIXES = ("/v1/ranking/jobs",)
+BODY_TIMEOUT_STATUS = 408
 
 
 class BodyLimit:
-    """Wraps an ASGI app; bodies over `max_bytes` never reach a route."""
+    """Wraps an ASGI app; bodies over `max_bytes`, or stalled for `idle_timeout` seconds, never reach a route."""
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, max_bytes: int, idle_timeout: float) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.idle_timeout = idle_timeout
 
     def _error(self) -> RerankError:
         return RerankError(ErrorType.TOO_LARGE, f"request body over RERANK_MAX_BODY_BYTES ({self.max_bytes} bytes)")
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"].startswith(EXEMPT_PREFIXES):
+        if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        limited = not scope["path"].startswith(JOBS_PREFIX)
         declared = dict(scope["headers"]).get(b"content-length")
-        if declared is not None and (not declared.isdigit() or int(declared) > self.max_bytes):
+        if limited and declared is not None and (not declared.isdigit() or int(declared) > self.max_bytes):
             await error_response(self._error())(scope, receive, send)
             return
-        received = 0
+        received, complete = 0, False
 
         async def counted() -> Message:
-            nonlocal received
-            message = await receive()
+            nonlocal received, complete
+            if complete:  # after the body: a disconnect, however long it takes
+                return await receive()
+            try:
+                message = await asyncio.wait_for(receive(), self.idle_timeout)
+            except asyncio.TimeoutError:
+                raise HTTPException(BODY_TIMEOUT_STATUS, "the request body did not arrive within RERANK_BODY_TIMEOUT") from None
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
-                if received > self.max_bytes:
+                complete = not message.get("more_body", False)
+                if limited and received > self.max_bytes:
                     # raised inside the route's body read: the app's handler answers with the 413 envelope
                     raise HTTPException(413, self._error().message)
             return message

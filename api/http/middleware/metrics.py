@@ -3,9 +3,29 @@
 
 from __future__ import annotations
 
+from typing import Iterable, Iterator
+
+from starlette.routing import BaseRoute, Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.ranking.metrics import observed_request
+
+
+def _leaf_routes(routes: Iterable[BaseRoute]) -> Iterator[BaseRoute]:
+    for route in routes:
+        included = getattr(route, "original_router", None)  # FastAPI keeps an included router's routes there
+        yield from _leaf_routes(included.routes) if included is not None else (route,)
+
+
+def route_template(scope: Scope) -> str:
+    """The template of the route that served (or would have served) the request; `unmatched` for none.
+
+    A request answered before routing (a 401, a 413 on its declared length) still counts under its route.
+    """
+    route = scope.get("route")
+    if route is None and scope.get("app") is not None:
+        route = next((r for r in _leaf_routes(scope["app"].router.routes) if r.matches(scope)[0] is Match.FULL), None)
+    return getattr(route, "path", "unmatched")  # the template: job ids stay out
 
 
 class HttpMetricsMiddleware:
@@ -28,4 +48,4 @@ class HttpMetricsMiddleware:
             try:
                 await self.app(scope, receive, send_and_note_status)
             finally:
-                labels.route = getattr(scope.get("route"), "path", "unmatched")  # the template: job ids stay out
+                labels.route = route_template(scope)

@@ -94,3 +94,18 @@ def _dashboard_workers(flower) -> dict:
     """The rows of the dashboard's worker table, by worker name."""
     rows = httpx.get(flower.extra["url"] + "/workers?json=1", auth=AUTH, timeout=10).json()["data"]
     return {row["hostname"]: row for row in rows}
+
+
+def test_flower_shows_an_error_answer_as_a_failed_task_with_its_reason(flower, bert_stack) -> None:
+    secret = "the undisclosed quarterly figures " * 300  # far over the model's limit: refused with NONE
+    response = httpx.post(bert_stack.url + "/v1/ranking", json={"model": bert_stack.model_id,
+                          "query": {"text": "q"}, "passages": [{"text": secret}]}, timeout=30)  # fmt: skip
+    assert response.status_code == 400
+    tasks = _poll(
+        lambda: httpx.get(flower.extra["url"] + "/api/tasks?taskname=rerank.rank&state=FAILURE", auth=AUTH,
+                          timeout=10).json(),  # fmt: skip
+        lambda found: any("validation_error" in str(t.get("exception") or t.get("result")) for t in found.values()),
+    )
+    failed = [t for t in tasks.values() if "validation_error" in str(t.get("exception") or t.get("result"))]
+    assert failed and failed[-1]["state"] == "FAILURE", tasks
+    assert "undisclosed" not in str(tasks)

@@ -137,7 +137,9 @@ def test_a_worker_skips_requests_past_their_deadline_or_cancelled(bert_stack):
         celery.send_task(RANK_TASK, args=[payload], task_id=task_id, queue=interactive_queue(bert_stack.model_id))
         for payload, task_id in ((expired, None), (live, cancelled_id))
     ]
-    errors = [r.get(timeout=30)["error"] for r in results]
+    # an error answer is a FAILURE (Flower counts it), its error in the raised ErrorAnswer
+    errors = [r.get(timeout=30, propagate=False).error for r in results]
+    assert [r.state for r in results] == ["FAILURE", "FAILURE"]
     assert [e["type"] for e in errors] == ["timeout_error", "timeout_error"]
     assert "deadline" in errors[0]["message"] and "gave up" in errors[1]["message"]
     pairs_after = worker_report(bert_stack.redis_url, bert_stack.worker.extra["name"])["batch_stats"]["pairs"]

@@ -88,3 +88,28 @@ def test_with_no_other_worker_the_request_fails_fast_with_503(log_dir, private_r
     finally:
         api.stop()
         worker.stop()
+
+
+def test_a_request_popped_by_a_worker_that_died_before_claiming_it_is_sent_again(log_dir, private_redis, bert_model_dir):
+    """The message of a request that a worker took off the queue and lost (killed before it recorded the
+    request as its own) is sent again while live workers remain: 200 before the deadline, not a 504 at it."""
+    from shared.celery_app import interactive_queue
+    from tests.processes import silent_worker
+
+    url = private_redis.extra["url"]
+    api = start_api(log_dir, redis_url=url, model=bert_model_dir, model_id=MODEL_ID, request_timeout=30)
+    client = redis.Redis.from_url(url)
+    body = {**BODY, "passages": BODY["passages"][:2]}
+    try:
+        with silent_worker(url, MODEL_ID), concurrent.futures.ThreadPoolExecutor(1) as pool:
+            started = time.monotonic()
+            answer = pool.submit(httpx.post, api.extra["url"] + "/v1/ranking", json=body, timeout=60)
+            assert client.brpop([interactive_queue(MODEL_ID)], timeout=10) is not None  # popped, then "killed"
+            worker = start_worker(log_dir, redis_url=url, model=bert_model_dir, model_id=MODEL_ID, **WORKER_SETTINGS)
+            response = answer.result()
+        assert response.status_code == 200, response.text
+        assert time.monotonic() - started < 30
+        assert "sending it again" in api.log()
+        worker.stop()
+    finally:
+        api.stop()

@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parents[3]
 COMPOSE_FILE = ROOT / "docker-compose.yml"
 ENV_EXAMPLE = ROOT / ".env.example"
 SECRETS = ("REDIS_PASSWORD", "RERANK_API_KEY", "FLOWER_BASIC_AUTH")
-REQUIRED = ["REDIS_PASSWORD=s3cret-for-test", "FLOWER_BASIC_AUTH=admin:flower-for-test"]
+REQUIRED = ["REDIS_PASSWORD=s3cret-for-test", "FLOWER_BASIC_AUTH=admin:flower-for-test", "RERANK_API_KEY=key-for-test"]
 DOCKER_COMPOSE = shutil.which("docker-compose")
 
 needs_docker_compose = pytest.mark.skipif(
@@ -51,14 +51,15 @@ def _compose_config(tmp_path: Path, env_lines: list[str]) -> subprocess.Complete
 
 @needs_docker_compose
 def test_config_is_valid_with_a_redis_password(tmp_path: Path) -> None:
-    result = _compose_config(tmp_path, [*REQUIRED, "RERANK_API_KEY=key-for-test"])
+    result = _compose_config(tmp_path, REQUIRED)
     assert result.returncode == 0, result.stderr
     resolved = yaml.safe_load(result.stdout)["services"]
     redis_url = "redis://:s3cret-for-test@redis:6379/0"
     for name in ("api", "worker-gpu0", "worker-cpu", "flower"):
         assert resolved[name]["environment"]["RERANK_REDIS_URL"] == redis_url, name
     assert resolved["api"]["environment"]["RERANK_API_KEY"] == "key-for-test"
-    assert "s3cret-for-test" in resolved["redis"]["command"]
+    assert "s3cret-for-test" not in str(resolved["redis"]["command"]), "the password stays off Redis's command line"
+    assert resolved["redis"]["environment"]["REDIS_PASSWORD"] == "s3cret-for-test"
     assert resolved["flower"]["environment"]["RERANK_FLOWER_BASIC_AUTH"] == "admin:flower-for-test"
     for name, service in resolved.items():
         assert service["healthcheck"]["test"], name
@@ -67,16 +68,24 @@ def test_config_is_valid_with_a_redis_password(tmp_path: Path) -> None:
 
 @needs_docker_compose
 def test_config_fails_without_a_redis_password(tmp_path: Path) -> None:
-    result = _compose_config(tmp_path, [REQUIRED[1]])
+    result = _compose_config(tmp_path, [REQUIRED[1], REQUIRED[2]])
     assert result.returncode != 0
     assert "set REDIS_PASSWORD in .env" in result.stderr
 
 
 @needs_docker_compose
 def test_config_fails_without_flower_credentials(tmp_path: Path) -> None:
-    result = _compose_config(tmp_path, [REQUIRED[0]])
+    result = _compose_config(tmp_path, [REQUIRED[0], REQUIRED[2]])
     assert result.returncode != 0
     assert "set FLOWER_BASIC_AUTH in .env" in result.stderr
+
+
+@needs_docker_compose
+def test_config_fails_without_an_api_key(tmp_path: Path) -> None:
+    """The API publishes 8000 and 8001: compose refuses to start it open."""
+    result = _compose_config(tmp_path, REQUIRED[:2])
+    assert result.returncode != 0
+    assert "set RERANK_API_KEY in .env" in result.stderr
 
 
 @needs_docker_compose
@@ -129,14 +138,31 @@ def test_workers_share_the_api_redis_and_model(compose: dict) -> None:
         for key in ("RERANK_REDIS_URL", "RERANK_MODEL", "RERANK_MODEL_ID"):
             assert env[key] == api_env[key], (name, key)
         assert "RERANK_API_KEY" not in env, "workers have no use for the API key"
+    assert "RERANK_API_KEY" not in compose["services"]["flower"]["environment"]
+
+
+def test_every_service_is_locked_down(compose: dict) -> None:
+    for name, service in compose["services"].items():
+        assert service.get("read_only") is True, name
+        assert service.get("cap_drop") == ["ALL"], name
+        assert "no-new-privileges:true" in service.get("security_opt", []), name
+        assert service.get("mem_limit") and service.get("pids_limit"), name
+
+
+def test_every_worker_can_serve_a_local_model_directory(compose: dict) -> None:
+    for name in ("worker-gpu0", "worker-cpu"):
+        assert "./models:/models/local:ro" in compose["services"][name]["volumes"], name
 
 
 def test_redis_is_persistent_password_protected_and_health_checked(compose: dict) -> None:
     redis = compose["services"]["redis"]
     assert redis["image"] == "redis:7-alpine"
     command = " ".join(redis["command"]) if isinstance(redis["command"], list) else redis["command"]
-    assert "--appendonly yes" in command
-    assert "--requirepass ${REDIS_PASSWORD:?" in command
+    assert "appendonly yes" in command
+    assert "--requirepass" not in command, "the password reaches redis-server through a file, not its argv"
+    assert "requirepass" in command and "$$REDIS_PASSWORD" in command
+    assert redis["environment"]["REDIS_PASSWORD"].startswith("${REDIS_PASSWORD:?")
+    assert "maxmemory-policy noeviction" in command and "maxmemory ${REDIS_MAXMEMORY:-" in command
     test = " ".join(redis["healthcheck"]["test"])
     assert "redis-cli" in test and "ping" in test
     # The healthcheck authenticates: with -a, or through REDISCLI_AUTH set from the password.
@@ -174,7 +200,7 @@ def test_every_service_is_health_checked_and_restarted(compose: dict) -> None:
 
 def test_flower_serves_5555_with_auth_and_persistent_state(compose: dict) -> None:
     flower = compose["services"]["flower"]
-    assert flower["ports"] == ["5555:5555"]
+    assert flower["ports"] == ["127.0.0.1:5555:5555"], "Flower is published on loopback only by default"
     assert flower["command"] == ["python", "-m", "api.cli.flower"]
     assert flower["build"]["dockerfile"] == "ops/docker/Dockerfile.api", "Flower needs no torch: the API image"
     env = flower["environment"]
@@ -207,7 +233,7 @@ def test_no_default_secret_in_the_file() -> None:
     for name, service in compose["services"].items():
         env = service.get("environment", {})
         if "RERANK_API_KEY" in env:
-            assert env["RERANK_API_KEY"] == "${RERANK_API_KEY}", name
+            assert env["RERANK_API_KEY"] == "${RERANK_API_KEY:?set RERANK_API_KEY in .env}", name
         if "RERANK_FLOWER_BASIC_AUTH" in env:
             assert env["RERANK_FLOWER_BASIC_AUTH"] == "${FLOWER_BASIC_AUTH:?set FLOWER_BASIC_AUTH in .env}", name
         assert all("REDIS_PASSWORD" not in key or "${REDIS_PASSWORD" in str(value) for key, value in env.items())

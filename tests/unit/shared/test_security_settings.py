@@ -49,3 +49,38 @@ def test_acks_on_a_torn_down_broker_connection_become_connection_errors():
     for call in (lambda: qos.ack("tag"), lambda: qos.reject("tag"), lambda: qos.restore_unacked()):
         with pytest.raises(redis.exceptions.ConnectionError):
             call()
+
+
+def test_an_invalid_setting_is_one_line_naming_the_variable(monkeypatch):
+    from shared.settings import load_settings
+
+    monkeypatch.setenv("RERANK_MAX_PASSAGES", "lots")
+    monkeypatch.setenv("RERANK_DEVICE", "gpu")
+    with pytest.raises(SystemExit) as stopped:
+        load_settings()
+    message = str(stopped.value)
+    assert "\n" not in message
+    assert "RERANK_MAX_PASSAGES must be a valid integer" in message
+    assert "RERANK_DEVICE must be 'auto', 'cpu' or 'cuda'" in message
+    assert "max_passages" not in message
+
+
+def test_several_api_keys(monkeypatch):
+    from api.ranking.api_keys import caller_for
+
+    settings = Settings(api_key="key-a, key-b")
+    assert settings.api_keys == ["key-a", "key-b"]
+    a, b = caller_for("Bearer key-a", settings.api_keys), caller_for("bearer key-b", settings.api_keys)
+    assert a and b and a != b and "key-a" not in a
+    assert caller_for("Bearer key-c", settings.api_keys) is None and caller_for(None, settings.api_keys) is None
+
+
+def test_log_lines_escape_control_characters_and_urls_hide_passwords():
+    import logging
+
+    from shared.log_format import TEXT_FORMAT, TextFormatter, redacted_url
+
+    record = logging.LogRecord("api.access", logging.INFO, "", 0, "GET %s 401", ("/x\n2026 CRITICAL forged",), None)
+    record.request_tag = ""
+    assert "\n" not in TextFormatter(TEXT_FORMAT).format(record)
+    assert redacted_url("redis://:s3cret@127.0.0.1:6379/0") == "redis://***@127.0.0.1:6379/0"

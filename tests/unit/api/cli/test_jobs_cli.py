@@ -71,3 +71,27 @@ def test_the_command_loads_no_app_code_torch_or_worker():
     roots = {name.split(".")[0] for name in loaded.stdout.split()}
     assert not roots & {"fastapi", "starlette", "torch", "transformers", "celery", "worker"}
     assert "api.app" not in loaded.stdout.split()
+
+
+@pytest.mark.parametrize("columns", [60, 80, 100, 160])
+def test_the_progress_line_fits_the_terminal_and_keeps_rates_and_eta(columns):
+    from api.cli.jobs import fitted_progress_line
+
+    progress = JobProgress(total_requests=100_000, completed_requests=25_000, failed_requests=12,
+                           total_pairs=2_000_000, completed_pairs=500_000)  # fmt: skip
+    line = fitted_progress_line(progress, 100.0, None, columns)
+    assert len(line) <= columns - 1
+    if columns >= 80:
+        assert "pairs/s" in line and "ETA" in line
+    if columns >= 120:
+        assert line.startswith("[#")
+
+
+def test_a_submit_without_a_model_anywhere_names_the_option(tmp_path, capsys):
+    from api.cli.main import main
+
+    upload = tmp_path / "requests.jsonl"
+    upload.write_text('{"query": {"text": "q"}, "passages": [{"text": "p"}]}\n')
+    assert main(["jobs", "submit", str(upload), "--url", "http://127.0.0.1:9"]) == 1
+    error = capsys.readouterr().err
+    assert "--model" in error and len(error.strip().splitlines()) == 1

@@ -108,7 +108,7 @@ def test_pickled_weights_are_refused(bert_model_dir, tmp_path):
     state = load_file(copy / "model.safetensors")
     (copy / "model.safetensors").unlink()
     torch.save(state, copy / "pytorch_model.bin")
-    with pytest.raises(ModelLoadError, match="could not load model"):
+    with pytest.raises(ModelLoadError, match="only safetensors load"):
         CrossEncoder.load(Settings(model=str(copy)))
 
 

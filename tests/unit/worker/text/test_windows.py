@@ -2,10 +2,9 @@
 
 import numpy as np
 import pytest
-from transformers import AutoTokenizer
 
 from shared.errors import ErrorType, RerankError
-from tests.reference import token_rows
+from tests.reference import Reference, token_rows
 from worker.text.tokenization import PairTokenizer
 from worker.text.windows import best_of_windows, plan_windows
 
@@ -45,37 +44,22 @@ def test_each_passage_gets_its_best_window_s_logit_and_all_its_windows_tokens():
 
 @pytest.fixture(scope="module", params=["bert", "xlmr"])
 def tokenizers(request):
-    model_dir = request.getfixturevalue(f"{request.param}_model_dir")
-    hf = AutoTokenizer.from_pretrained(model_dir)
+    reference = Reference(request.getfixturevalue(f"{request.param}_model_dir"), 40)
+    hf = reference.tokenizer
     pairs = PairTokenizer(hf.backend_tokenizer, max_seq_len=40, uses_type_ids="token_type_ids" in hf.model_input_names)
-    return hf, pairs
-
-
-def contract_windows(hf, query: str, passage: str, *, limit: int, overlap: int, max_windows: int) -> list[list[int]]:
-    """The windows' token ids as API.md section 6 says: the passage's own tokens cut into windows, each put
-    where transformers' pair encoding puts a passage (learnt from the pair encoding of a one-word probe)."""
-    q, p, probe = (hf(text, add_special_tokens=False).input_ids for text in (query, passage, "zebra"))
-    full = hf(query, "zebra").input_ids
-    i = next(i for i in range(len(full)) if full[i : i + len(q)] == q)
-    j = next(j for j in range(i + len(q), len(full)) if full[j : j + len(probe)] == probe)
-    head, middle, tail = full[:i], full[i + len(q) : j], full[j + len(probe) :]
-    room = limit - len(head) - len(middle) - len(tail) - len(q)
-    step, pieces, start = room - min(overlap, room // 2), [], 0
-    while True:
-        pieces.append(p[start : start + room])
-        if start + room >= len(p) or len(pieces) == max_windows:
-            break
-        start += step
-    return [head + q + middle + piece + tail for piece in pieces]
+    return reference, pairs
 
 
 def test_windowed_pairs_are_the_contract_s_for_each_family(tokenizers):
-    hf, pairs = tokenizers
+    reference, pairs = tokenizers
     for max_windows in (2, 16):
         got, windows = pairs.encode_windows(QUERY, ["short", LONG], "END", max_windows=max_windows, overlap=4)
-        want = [hf(QUERY, "short").input_ids] + contract_windows(hf, QUERY, LONG, limit=40, overlap=4,
-                                                                  max_windows=max_windows)  # fmt: skip
+        want = [reference.tokenizer(QUERY, "short").input_ids] + [
+            window["input_ids"][0].tolist() for window in reference.windows(QUERY, LONG, max_windows=max_windows, overlap=4)
+        ]  # fmt: skip
         assert token_rows(got) == want
+        if got.type_ids is not None:
+            assert got.pair(1)[1].tolist() == reference.windows(QUERY, LONG, max_windows=2, overlap=4)[0]["token_type_ids"][0].tolist()
         assert windows.owners.tolist() == [0] + [1] * (len(want) - 1)
         assert max(got.lengths) <= 40
 

@@ -1,0 +1,123 @@
+"""The API process's HTTP server: uvicorn, with the limits a slow or hostile client meets before any route.
+
+uvicorn bounds keep-alive and concurrency but not how long a request's headers may take or how large they
+may be, so the HTTP/1.1 protocol here adds both: headers not complete within RERANK_HEADER_TIMEOUT close the
+connection (408), and headers over RERANK_MAX_HEADER_BYTES are answered 431. A body that stops arriving is
+timed out in the ASGI middleware (api/http/middleware/body_limit.py). The graceful shutdown waits for
+requests as long as they may run (RERANK_REQUEST_TIMEOUT), plus a margin.
+
+    python -m api               # HTTP on RERANK_HOST:RERANK_PORT, gRPC on RERANK_GRPC_PORT
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import socket
+
+import uvicorn
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+from api.http.errors import error_response
+from shared.errors import ErrorType, RerankError
+from shared.settings import Settings
+
+SHUTDOWN_MARGIN_SECONDS = 5.0
+
+
+def _raw_answer(status: int, error: RerankError) -> bytes:
+    """An HTTP/1.1 answer with the error envelope that closes the connection, for before any ASGI cycle."""
+    response = error_response(error, status)
+    head = [f"HTTP/1.1 {status} {_REASONS[status]}".encode()]
+    head += [name + b": " + value for name, value in response.raw_headers]
+    return b"\r\n".join([*head, b"connection: close", b"", response.body])
+
+
+_REASONS = {408: "Request Timeout", 431: "Request Header Fields Too Large"}
+
+
+class GuardedHttpProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol, with a deadline and a size limit on each request's headers."""
+
+    def __init__(self, *args, header_timeout: float, max_header_bytes: int, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self._header_timeout = header_timeout
+        self._max_header_bytes = max_header_bytes
+        self._header_bytes = 0
+        self._header_timer: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._await_headers()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._headers_arrived()
+        super().connection_lost(exc)
+
+    def _await_headers(self) -> None:
+        self._headers_arrived()
+        self._header_bytes = 0
+        self._header_timer = self.loop.call_later(self._header_timeout, self._refuse, 408, RerankError(
+            ErrorType.TIMEOUT, "the request headers did not arrive within RERANK_HEADER_TIMEOUT"))  # fmt: skip
+
+    def _headers_arrived(self) -> None:
+        if self._header_timer is not None:
+            self._header_timer.cancel()
+            self._header_timer = None
+
+    def _refuse(self, status: int, error: RerankError) -> None:
+        self._headers_arrived()
+        if not self.transport.is_closing():
+            self.transport.write(_raw_answer(status, error))
+            self.transport.close()
+
+    def data_received(self, data: bytes) -> None:
+        waiting = self._header_timer is not None
+        super().data_received(data)
+        if waiting and self._header_timer is not None:  # still in the headers after this piece
+            self._header_bytes += len(data)
+            if self._header_bytes > self._max_header_bytes:
+                self._refuse(431, RerankError(ErrorType.TOO_LARGE, "request headers over RERANK_MAX_HEADER_BYTES"))
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        if self._header_timer is None:  # the next request of a keep-alive connection
+            self._await_headers()
+
+    def on_headers_complete(self) -> None:
+        self._headers_arrived()
+        super().on_headers_complete()
+
+
+def server_config(settings: Settings) -> uvicorn.Config:
+    """uvicorn's configuration for `settings`: the guarded protocol, limits and timeouts, no access log of its
+    own (api/http/middleware/request_id.py writes the one access log)."""
+    protocol = functools.partial(GuardedHttpProtocol, header_timeout=settings.header_timeout,
+                                 max_header_bytes=settings.max_header_bytes)  # fmt: skip
+    return uvicorn.Config(
+        "api.app:create_app", factory=True, host=settings.host, port=settings.port, http=protocol,  # type: ignore[arg-type]
+        limit_concurrency=settings.max_connections, timeout_keep_alive=settings.keepalive_timeout,
+        timeout_graceful_shutdown=settings.request_timeout + SHUTDOWN_MARGIN_SECONDS,
+        access_log=False, log_level=settings.log_level, proxy_headers=False,
+    )  # fmt: skip
+
+
+def serve(settings: Settings, fd: int | None = None) -> int:
+    """Serve until SIGTERM or SIGINT, on the socket `fd` (inherited from `rerank-fleet up`) or one bound now,
+    before the app starts: a port that is taken ends the process at once, with one line."""
+    config = server_config(settings)
+    if fd is not None:
+        sock = socket.socket(fileno=fd)
+    else:
+        try:
+            sock = socket.create_server((settings.host, settings.port), family=_family(settings.host))
+        except OSError as exc:
+            print(f"rerank-fleet api: cannot listen on {settings.host}:{settings.port}: {exc.strerror}", flush=True)
+            return 1
+    server = uvicorn.Server(config)
+    server.run(sockets=[sock])
+    return 0 if server.started else 1
+
+
+def _family(host: str) -> socket.AddressFamily:
+    return socket.AF_INET6 if ":" in host else socket.AF_INET

@@ -1,0 +1,91 @@
+"""Slow or oversized clients cannot hold the API's connections: headers must arrive within
+RERANK_HEADER_TIMEOUT and fit in RERANK_MAX_HEADER_BYTES, and a body that stops arriving for
+RERANK_BODY_TIMEOUT is answered 408."""
+
+from __future__ import annotations
+
+import json
+import socket
+import time
+
+import pytest
+
+from tests.processes import silent_worker, start_api
+
+MODEL_ID = "slow/clients"
+LIMITS = {"header_timeout": 2, "body_timeout": 2, "max_header_bytes": 16384}
+
+
+@pytest.fixture(scope="module")
+def guarded_api(log_dir, redis_server):
+    with silent_worker(redis_server.extra["url"], MODEL_ID):
+        api = start_api(log_dir, redis_url=redis_server.extra["url"], model="unused", model_id=MODEL_ID, **LIMITS)
+        yield api
+        api.stop()
+
+
+def _connect(api) -> socket.socket:
+    host, port = api.extra["url"].removeprefix("http://").split(":")
+    return socket.create_connection((host, int(port)))
+
+
+def _drip(sock: socket.socket, data: bytes, every: float, seconds: float) -> tuple[float, bytes]:
+    """Send `data` a byte at a time; return when the server closed (seconds taken) and what it answered."""
+    started = time.monotonic()
+    sock.settimeout(every)
+    for byte in data:
+        try:
+            sock.sendall(bytes([byte]))
+            answer = sock.recv(65536)
+            return time.monotonic() - started, answer  # an answer, or b"" once closed
+        except TimeoutError:
+            pass
+        except (BrokenPipeError, ConnectionResetError):
+            return time.monotonic() - started, b""
+        if time.monotonic() - started > seconds:
+            break
+    return time.monotonic() - started, b"still open"
+
+
+def test_a_dripped_header_is_closed_within_the_timeout(guarded_api):
+    with _connect(guarded_api) as sock:
+        took, answer = _drip(sock, b"GET /v1/health/live HTTP/1.1\r\nHost: localhost\r\nX-Slow: " + b"a" * 1000,
+                             every=0.2, seconds=15)  # fmt: skip
+    assert answer != b"still open", f"the connection was still open after {took:.1f}s"
+    assert took < LIMITS["header_timeout"] + 2
+    assert answer == b"" or answer.startswith(b"HTTP/1.1 408")
+
+
+def test_an_oversized_header_is_refused(guarded_api):
+    with _connect(guarded_api) as sock:
+        sock.sendall(b"GET /v1/health/live HTTP/1.1\r\nHost: localhost\r\nX-Big: ")
+        sock.settimeout(10)
+        answer = b""
+        try:
+            for _ in range(64):  # up to 1 MiB of header
+                sock.sendall(b"b" * 16384)
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        try:
+            answer = sock.recv(65536)
+        except (ConnectionResetError, TimeoutError):
+            pass
+    assert answer.startswith(b"HTTP/1.1 431"), answer[:200]
+
+
+def test_a_body_that_stops_arriving_is_answered_408(guarded_api):
+    body = json.dumps({"model": MODEL_ID, "query": {"text": "q"}, "passages": [{"text": "p"}]}).encode()
+    with _connect(guarded_api) as sock:
+        sock.sendall(b"POST /v1/ranking HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
+                     b"Content-Length: %d\r\n\r\n" % len(body) + body[:10])  # fmt: skip
+        started = time.monotonic()
+        sock.settimeout(15)
+        answer = b""
+        try:
+            while piece := sock.recv(65536):
+                answer += piece
+        except TimeoutError:
+            answer = answer or b"still waiting"
+    assert answer.startswith(b"HTTP/1.1 408"), answer[:200]
+    assert time.monotonic() - started < LIMITS["body_timeout"] + 3
+    assert b'"type":"timeout_error"' in answer.replace(b" ", b"")
