@@ -106,6 +106,24 @@ class PromptReference:
                 out.append(float(score))
         return out
 
+    def window_texts(self, query: str, passage: str, *, max_windows: int, overlap: int = 32) -> list[str]:
+        """API.md section 6 with a prompt: the passage's own tokens cut into windows of the room the prompt and the
+        query leave, each window the passage's characters from its first token's start to its last token's end."""
+        own = self.tokenizer(passage, add_special_tokens=False, return_offsets_mapping=True)
+        empty_pair = self._ids(self.prompt["pair"].format(query=query, passage="", instruction=self.instruction))
+        fixed = len(self.head) + len(self._ids(self.prompt.get("prefix", ""))) + len(self._ids(self.prompt.get("suffix", "")))
+        room = self.max_length - fixed - len(empty_pair)
+        offsets, count = own["offset_mapping"], len(own.input_ids)
+        if count <= room:
+            return [passage]
+        step, start, texts = room - min(overlap, room // 2), 0, []
+        while True:
+            last = min(start + room, count) - 1
+            texts.append(passage[offsets[start][0] : offsets[last][1]])
+            if start + room >= count or len(texts) == max_windows:
+                return texts
+            start += step
+
 
 def token_rows(pairs) -> list[list[int]]:
     """Each pair's token ids of a request's EncodedPairs, as lists (for comparing with transformers' encodings)."""

@@ -47,7 +47,8 @@ def check_max_chunks(settings: Settings, value: int | None, field: str = "max_ch
     limit = settings.max_chunks_per_passage
     if value is not None and value > limit:
         raise RerankError(
-            ErrorType.INVALID_BODY, f"{field}: at most {limit} windows per passage (RERANK_MAX_CHUNKS_PER_PASSAGE)"
+            ErrorType.INVALID_BODY,
+            f"{field} must be at most {limit}: the windows one passage may be scored as (RERANK_MAX_CHUNKS_PER_PASSAGE)",
         )
 
 

@@ -6,7 +6,10 @@ asks for the next batch whenever the model is free, and hands back each batch's 
 
 - pairs are sorted by length, so a batch pads little;
 - a batch is bounded by a token budget, counted as padded tokens (longest pair x pairs);
-- the batch always holds the oldest pending pair, so no request starves behind shorter newcomers;
+- the batch always holds its anchor, the oldest pending pair, so no request starves behind shorter
+  newcomers; but after a batch that left the oldest request with pairs still to score (a large request, e.g.
+  passages of many windows), the anchor is the first pair of the oldest request that has had none scored yet:
+  a lone request waits at most one pass behind a large one, which still gets every other pass;
 - a batch is formed as soon as the model is free and a pair is waiting: no timer waits for company;
 - background pairs (batch jobs) run only when no interactive pair waits, in batches sized to take about
   `background_forward_seconds` at the throughput measured so far (at most `background_batch_tokens`),
@@ -67,6 +70,11 @@ class Request:
         self.pending = np.arange(len(self.pairs))
         self.unscored = len(self.pairs)
 
+    @property
+    def started(self) -> bool:
+        """Whether any of its pairs is in a batch already."""
+        return len(self.pending) < len(self.pairs)
+
 
 @dataclass(frozen=True, slots=True)
 class Batch:
@@ -96,6 +104,7 @@ class Scheduler:
         self._tokens_per_second: float | None = None  # moving average of padded tokens per second
         self._window_batches = window_batches  # how far past the oldest pair we sort, in batches
         self._queues: dict[bool, deque[Request]] = {False: deque(), True: deque()}  # by `background`
+        self._oldest_goes_on = {False: False, True: False}  # the last batch left the oldest request pairs to score
         self.stats = BatchStats()
 
     def add(self, request: Request) -> None:
@@ -117,7 +126,7 @@ class Scheduler:
         return expired
 
     def next_batch(self) -> Batch | None:
-        """Take the next batch off the pending pairs: interactive ones first, the oldest pair always in it."""
+        """Take the next batch off the pending pairs: interactive ones first, the anchor's first pair always in it."""
         background = not self._queues[False]
         queue = self._queues[background]
         if not queue:
@@ -125,16 +134,21 @@ class Scheduler:
         budget = self._budget[background]
         if background and self._background_seconds and self._tokens_per_second:
             budget = int(min(budget, max(64, self._tokens_per_second * self._background_seconds)))
-        window = self._window(queue, budget * self._window_batches)
+        oldest = anchor = queue[0]
+        if self._oldest_goes_on[background]:  # a newcomer's turn, if one waits
+            anchor = next((request for request in queue if not request.started), oldest)
+        window = self._window(queue, anchor, budget * self._window_batches)
         lengths = np.concatenate([request.pairs.lengths[positions] for request, positions in window])
-        order = np.argsort(lengths, kind="stable")  # by length, then arrival
+        order = np.argsort(lengths, kind="stable")  # by length, then the window's order (the anchor's pairs first)
         chosen = np.sort(order[_run_holding(lengths[order], budget, int(np.flatnonzero(order == 0)[0]))])
-        return self._take(queue, window, chosen)
+        batch = self._take(queue, window, chosen)
+        self._oldest_goes_on[background] = anchor is oldest and len(oldest.pending) > 0
+        return batch
 
-    def _window(self, queue: deque[Request], limit: int) -> list[tuple[Request, np.ndarray]]:
-        """The oldest pending pairs, up to `limit` tokens (at least one pair), by request in arrival order."""
+    def _window(self, queue: deque[Request], anchor: Request, limit: int) -> list[tuple[Request, np.ndarray]]:
+        """The anchor's pending pairs, then the oldest others', up to `limit` tokens (at least one pair)."""
         window, tokens = [], 0
-        for request in queue:
+        for request in (anchor, *(r for r in queue if r is not anchor)):
             lengths = request.pairs.lengths[request.pending]
             fit = int(np.searchsorted(np.cumsum(lengths), limit - tokens, side="right"))
             fit = max(fit, 1) if not window else fit

@@ -171,3 +171,17 @@ def test_a_batch_job_on_a_causal_model(recipe_fleet):
             len(reference.encode(QUERY, p, given)) for p in PASSAGES[:2]
         )
     assert by_id["too-long"]["error"]["message"].startswith("passage 0:")
+
+
+def test_a_long_passage_is_scored_as_the_best_of_its_prompted_windows(recipe_fleet, family):
+    model, reference = family
+    long_passage = " ".join(f"leaf{i % 11} turns light into sugar" for i in range(200))
+    response = rank(recipe_fleet, model, [PASSAGES[0], long_passage], truncate="END", max_chunks_per_passage=4)
+    assert response.status_code == 200, response.text
+    logits = {r["index"]: r["logit"] for r in response.json()["rankings"]}
+    windows = reference.window_texts(QUERY, long_passage, max_windows=4)
+    assert len(windows) == 4
+    assert logits[1] == pytest.approx(max(reference.logits(QUERY, windows)), abs=1e-4)
+    tokens = len(reference.encode(QUERY, PASSAGES[0])) + sum(len(reference.encode(QUERY, w)) for w in windows)
+    assert response.json()["usage"]["prompt_tokens"] == tokens
+

@@ -188,3 +188,29 @@ def test_a_background_request_past_its_deadline_is_dropped_too():
     late = request(4, background=True, deadline=time.time() - 1)
     scheduler.add(late)
     assert scheduler.drop_expired() == [late] and not scheduler.pending()
+
+
+def test_a_lone_request_waits_at_most_one_pass_behind_a_large_one():
+    """A passage of 16 windows is many passes of pairs; a lone request that arrives meanwhile is in the next one."""
+    scheduler = Scheduler(max_batch_tokens=2048)
+    large = request(*([512] * 16))  # four passes of four windows
+    scheduler.add(large)
+    first = scheduler.next_batch()
+    assert len(first.pairs) == 4
+    scheduler.add(request(512))  # a lone request, arriving while the large one's first pass runs
+    scheduler.complete(first, np.zeros(4, np.float32), 0.01)
+    second = scheduler.next_batch()
+    assert 512 in lengths(second) and any(r is not large for r, _ in second.parts)
+
+
+def test_a_large_request_still_gets_every_other_pass_while_lone_ones_keep_arriving():
+    scheduler = Scheduler(max_batch_tokens=2048)
+    large = request(*([512] * 16), base=1)
+    scheduler.add(large)
+    anchors = []
+    while large.unscored:
+        scheduler.add(request(600, base=100))  # a newcomer before every pass; it cannot share a 2048 pass of 512s
+        batch = scheduler.next_batch()
+        anchors.append("large" if batch.parts[0][0] is large else "lone")
+        scheduler.complete(batch, np.array(values(batch), np.float32), 0.01)
+    assert anchors[:6] == ["large", "lone", "large", "lone", "large", "lone"]
