@@ -59,15 +59,16 @@ class Settings(BaseSettings):
     )
     packed_forward: Literal["auto", "on", "off"] = Field(
         "auto",
-        description="Run BERT, RoBERTa and XLM-R models over packed tokens, so padding costs only attention "
-        "(worker/model/packed_forward.py): `auto` on a CPU for models of hidden size 256 or more, where it was "
-        "measured faster (ops/BENCHMARKS.md); `on` on any device and size; `off` for transformers' padded forward. "
-        "Other architectures always take the padded forward.",
+        description="The forward pass of BERT, RoBERTa and XLM-R models (worker/model/runtime.py: forward_layout): "
+        "`auto` on a CPU takes this project's own forward (oneDNN linear layers) over packed tokens, so padding "
+        "costs only attention, for models of hidden size 256 or more, and over padded rows below it, where each was "
+        "measured faster (ops/BENCHMARKS.md), and on CUDA transformers' padded forward; `on` packed tokens on any "
+        "device and size; `off` transformers' padded forward. Other architectures always take transformers' forward.",
     )
     torch_threads: int | None = Field(
         None, ge=1,
-        description="Intra-op threads of a CPU worker's engine process (its forward passes). Default: torch's own "
-        "choice (the cores).",
+        description="Intra-op threads of a CPU worker's engine process (its forward passes). Default: every core but "
+        "one, left to the worker's tokenizing and the API.",
     )
     cpu_workers: int = Field(
         1, ge=1, le=64,

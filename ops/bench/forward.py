@@ -2,8 +2,8 @@
 
 1. `F.linear` (torch's kernel: MKL's sgemm on x86) against oneDNN's linear on BERT-base-like shapes of
    MiniLM (hidden 384, intermediate 1536) for 40 to 4096 rows, and oneDNN's rate in bfloat16.
-2. One forward pass of the worker's runtime over the same pairs, packed (`RERANK_PACKED_FORWARD`) against
-   transformers' padded forward, for four kinds of batch.
+2. One forward pass of the worker's runtime over the same pairs in each layout (`RERANK_PACKED_FORWARD`): packed
+   tokens and padded rows through its own forward against transformers' padded forward, for four kinds of batch.
 3. A one-pair pass on the thread that ran the model's first pass against the same pass on another thread
    (each thread that runs torch's parallel work gets its own OpenMP team).
 4. Where one packed pass spends its time, by torch's profiler.
@@ -27,7 +27,7 @@ import torch.nn.functional as F
 
 from shared.settings import Settings
 from worker.model.packed_forward import onednn_linear
-from worker.model.runtime import CrossEncoder
+from worker.model.runtime import FORWARD_LAYOUTS, CrossEncoder
 
 WORDS = "the of and to in is was for on that with as by at from his her an which or be city river".split()
 QUERY = "what is the capital of france"
@@ -63,20 +63,25 @@ def linear_kernels(budget: float) -> list[dict]:
     return rows
 
 
-def packed_against_padded(encoder: CrossEncoder, budget: float) -> list[dict]:
+def layouts_against_transformers(encoder: CrossEncoder, budget: float) -> list[dict]:
+    """Each batch in the three forward layouts (worker/model/runtime.py, FORWARD_LAYOUTS), one after another."""
     rng = np.random.default_rng(0)
-    rows, packed = [], encoder.packed
+    rows, chosen = [], encoder.layout
     for name, (count, low, high) in BATCHES.items():
         passages = [" ".join(rng.choice(WORDS, int(rng.integers(low, high)))) for _ in range(count)]
         pairs = encoder.encode(QUERY, passages, "END")
-        encoder.packed = None
-        padded_s, padded_logits = seconds_per_call(lambda: encoder.score(pairs), budget), encoder.score(pairs)
-        encoder.packed = packed
-        packed_s, packed_logits = seconds_per_call(lambda: encoder.score(pairs), budget), encoder.score(pairs)
+        timed = {}
+        for layout in FORWARD_LAYOUTS:
+            encoder.layout = layout
+            timed[layout] = seconds_per_call(lambda: encoder.score(pairs), budget), encoder.score(pairs)
+        encoder.layout = chosen
+        padded_s, padded_logits = timed["transformers"]
         rows.append({"batch": name, "real_token_fraction": round(int(pairs.lengths.sum()) / (int(pairs.lengths.max()) * count), 2),
-                     "padded_ms": round(1000 * padded_s, 1), "packed_ms": round(1000 * packed_s, 1),
-                     "speedup": round(padded_s / packed_s, 2),
-                     "max_logit_difference": float(max(abs(a - b) for a, b in zip(packed_logits, padded_logits)))})  # fmt: skip
+                     **{f"{layout.replace(' ', '_')}_ms": round(1000 * timed[layout][0], 1) for layout in FORWARD_LAYOUTS},
+                     "packed_speedup": round(padded_s / timed["packed"][0], 2),
+                     "padded_rows_speedup": round(padded_s / timed["padded rows"][0], 2),
+                     "max_logit_difference": float(max(abs(a - b) for layout in FORWARD_LAYOUTS[:2]
+                                                       for a, b in zip(timed[layout][1], padded_logits)))})  # fmt: skip
     return rows
 
 
@@ -142,11 +147,11 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     encoder = CrossEncoder.load(Settings(model=args.model_dir, device="cpu"))
-    if encoder.packed is None:
-        raise SystemExit("this model has no packed forward (BERT, RoBERTa and XLM-R only)")
+    if encoder.own_forward is None:
+        raise SystemExit("this model has no own forward (BERT, RoBERTa and XLM-R only)")
     result = {"threads": args.threads, "model_thread_one_pair_ms": model_thread(encoder),
-              "packed_against_padded": packed_against_padded(encoder, args.seconds),
-              "linear_kernels": linear_kernels(args.seconds), "packed_linear": encoder.packed.linear.__name__,
+              "layouts_against_transformers": layouts_against_transformers(encoder, args.seconds),
+              "linear_kernels": linear_kernels(args.seconds), "own_forward_linear": encoder.own_forward.linear.__name__,
               "profile_of_one_pass": profile_of_one_pass(encoder),
               "bfloat16_against_float32": bfloat16_against_float32(args.model_dir, encoder, args.seconds)}  # fmt: skip
     print(json.dumps(result, indent=2))

@@ -181,8 +181,10 @@ def main() -> None:
     parser.add_argument("--passages", type=int, default=512)
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--budget", type=int, default=2048, help="the in-process loop's padded tokens per pass")
-    parser.add_argument("--threads", type=int, help="torch threads of the workers' engines and of the loop (default: "
-                        "torch's own choice, the cores); with 1, `worker_outside_forward_us` is exact")
+    parser.add_argument("--threads", type=int, help="torch threads of the in-process loop (default: torch's own "
+                        "choice, the cores)")
+    parser.add_argument("--worker-threads", type=int, help="RERANK_TORCH_THREADS of the workers (default: their own "
+                        "default); with 1, `worker_outside_forward_us` is exact")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, help="directory for the JSON result")
     args = parser.parse_args()
@@ -200,7 +202,7 @@ def main() -> None:
     rounds: list[dict] = []
     try:
         checkouts = [("fleet", REPO_ROOT)] + ([("baseline", args.baseline_repo.resolve())] if args.baseline_repo else [])
-        fleets = [Fleet(name, repo, work, redis.extra["url"], model_dir, args.threads) for name, repo in checkouts]
+        fleets = [Fleet(name, repo, work, redis.extra["url"], model_dir, args.worker_threads) for name, repo in checkouts]
         payloads = {fleet.name: fleet.payloads(bodies) for fleet in fleets}
         for fleet in fleets:  # warm up: connections, first passes
             fleet.run(payloads[fleet.name][: args.clients], args.clients, {})

@@ -30,7 +30,7 @@ class PackedBatch:
     input_ids: np.ndarray  # [tokens]
     type_ids: np.ndarray  # [tokens]
     positions: np.ndarray  # [tokens], position within its pair
-    padded_index: np.ndarray  # [tokens], row * longest + position
+    padded_index: np.ndarray | None  # [tokens], row * longest + position; None: the tokens are the padded rows
     starts: np.ndarray  # [pairs], index of each pair's first token
     lengths: np.ndarray  # [pairs]
 
@@ -53,6 +53,29 @@ class PackedBatch:
             positions=positions,
             padded_index=rows * int(lengths.max()) + positions,
             starts=starts,
+            lengths=lengths,
+        )
+
+    @classmethod
+    def padded_rows(cls, pairs: EncodedPairs, with_type_ids: bool = True) -> "PackedBatch":
+        """The batch as rows padded to the longest pair, row after row (padding: token 0 of segment 0).
+
+        For small models on a CPU: there the packed layout's index copies cost more than the padding's share
+        of the linear layers, since batches of length-sorted pairs carry little padding."""
+        lengths = pairs.lengths.astype(np.int64)
+        longest = int(lengths.max())
+        mask = np.arange(longest) < lengths[:, None]
+        input_ids = np.zeros(mask.shape, dtype=np.int64)
+        input_ids[mask] = pairs.input_ids
+        type_ids = np.zeros(mask.shape, dtype=np.int64)
+        if with_type_ids and pairs.type_ids is not None:
+            type_ids[mask] = pairs.type_ids
+        return cls(
+            input_ids=input_ids.ravel(),
+            type_ids=type_ids.ravel(),
+            positions=np.tile(np.arange(longest, dtype=np.int64), len(lengths)),
+            padded_index=None,
+            starts=np.arange(len(lengths), dtype=np.int64) * longest,
             lengths=lengths,
         )
 
@@ -162,12 +185,13 @@ class PackedForward:
         return cls(base, head, offset, exact_gelu=config.hidden_act == "gelu")
 
     def logits(self, batch: PackedBatch, device: torch.device, to_device: Callable) -> torch.Tensor:
-        """[pairs, labels] logits of a packed batch."""
+        """[pairs, labels] logits of a batch, packed or in padded rows."""
         pairs, longest = len(batch.lengths), int(batch.lengths.max())
         ids = to_device(torch.from_numpy(batch.input_ids), device)
         types = to_device(torch.from_numpy(batch.type_ids), device)
         positions = to_device(torch.from_numpy(batch.positions + self._position_offset), device)
-        padded_index = to_device(torch.from_numpy(batch.padded_index), device)
+        packed = batch.padded_index is not None
+        padded_index = to_device(torch.from_numpy(batch.padded_index), device) if packed else None
         lengths = to_device(torch.from_numpy(batch.lengths), device)
         # [pairs, 1, 1, longest]: every query sees its own pair's keys
         key_mask = (torch.arange(longest, device=device)[None, :] < lengths[:, None])[:, None, None, :]
@@ -177,10 +201,13 @@ class PackedForward:
         width, linear = self._heads * self._head_size, self.linear
         for layer in self._layers:
             qkv = linear(hidden, *layer.qkv, False)  # [tokens, 3 * width]
-            padded = qkv.new_zeros(pairs * longest, 3 * width).index_copy_(0, padded_index, qkv)
-            q, k, v = padded.view(pairs, longest, 3, self._heads, self._head_size).permute(2, 0, 3, 1, 4)
+            if packed:
+                qkv = qkv.new_zeros(pairs * longest, 3 * width).index_copy_(0, padded_index, qkv)
+            q, k, v = qkv.view(pairs, longest, 3, self._heads, self._head_size).permute(2, 0, 3, 1, 4)
             context = F.scaled_dot_product_attention(q, k, v, attn_mask=key_mask)  # [pairs, heads, longest, size]
-            context = context.transpose(1, 2).reshape(pairs * longest, width).index_select(0, padded_index)
+            context = context.transpose(1, 2).reshape(pairs * longest, width)
+            if packed:
+                context = context.index_select(0, padded_index)
             hidden = layer.attention_norm(linear(context, *layer.attention_out, False) + hidden)
             if layer.activation is None:
                 intermediate = linear(hidden, *layer.intermediate, True)

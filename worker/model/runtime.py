@@ -44,12 +44,14 @@ class CrossEncoder:
         uses_token_type_ids: bool,
         max_seq_len: int,
         device: torch.device,
-        packed: PackedForward | None = None,
+        own_forward: PackedForward | None = None,
+        layout: str = "transformers",
         recipe: Recipe = PLAIN,
     ) -> None:
         self.model = model  # a sequence classifier, or a TokenLogits scorer (worker/model/token_logits.py)
         self.recipe = recipe
-        self.packed = packed  # the packed-token forward, where the architecture and the setting allow it
+        self.own_forward = own_forward  # this project's encoder forward, where the architecture and setting allow it
+        self.layout = layout if own_forward is not None else "transformers"  # FORWARD_LAYOUTS
         self.tokenizer = tokenizer  # the model's own, without truncation or padding: what the Celery process gets
         self.pad_token_id = pad_token_id
         self.uses_token_type_ids = uses_token_type_ids
@@ -95,6 +97,7 @@ class CrossEncoder:
             if settings.max_seq_len > limit:
                 log.warning("RERANK_MAX_SEQ_LEN=%d is over the model's limit; using %d", settings.max_seq_len, limit)
             limit = min(limit, settings.max_seq_len)
+        layout = forward_layout(settings.packed_forward, device, config.hidden_size)
         pad_id = hf_tokenizer.pad_token_id
         if pad_id is None:
             pad_id = config.pad_token_id if config.pad_token_id is not None else 0
@@ -105,12 +108,13 @@ class CrossEncoder:
             uses_token_type_ids="token_type_ids" in hf_tokenizer.model_input_names and recipe.prompt is None,
             max_seq_len=limit,
             device=device,
-            packed=PackedForward.of(model) if use_packed(settings.packed_forward, device, config.hidden_size) else None,
+            own_forward=PackedForward.of(model) if layout != "transformers" else None,
+            layout=layout,
             recipe=recipe,
         )
         log.info(
             "loaded %s on %s (%s, %s forward, %s from %s), token limit %d, weights %.1f MiB, in %.1fs",
-            settings.model, device, str(dtype).removeprefix("torch."), "packed" if encoder.packed else "padded",
+            settings.model, device, str(dtype).removeprefix("torch."), encoder.layout,
             recipe.score.type, recipe.origin, limit, weights_mib(model), time.perf_counter() - started,
         )
         return encoder
@@ -127,7 +131,7 @@ class CrossEncoder:
         return self.pairs.encode(query, passages, truncate, max_passage_tokens, instruction)
 
     def score(self, pairs: EncodedPairs) -> np.ndarray:
-        """One forward pass over `pairs` (packed, or padded to the longest); float32 logits in the same order."""
+        """One forward pass over `pairs` (in the model's `layout`); float32 logits in the same order."""
         return self.launch(pairs)()
 
     def launch(self, pairs: EncodedPairs) -> Callable[[], np.ndarray]:
@@ -153,8 +157,9 @@ class CrossEncoder:
         return result
 
     def _logits(self, pairs: EncodedPairs) -> torch.Tensor:
-        if self.packed is not None:
-            return self.packed.logits(PackedBatch.of(pairs, self.uses_token_type_ids), self.device, to_device)
+        if self.layout != "transformers":
+            layout = PackedBatch.of if self.layout == "packed" else PackedBatch.padded_rows
+            return self.own_forward.logits(layout(pairs, self.uses_token_type_ids), self.device, to_device)
         input_ids, attention, type_ids = pad_batch(pairs, self.pad_token_id)
         inputs = {
             "input_ids": to_device(torch.from_numpy(input_ids), self.device),
@@ -178,16 +183,26 @@ class CrossEncoder:
                      torch.cuda.memory_allocated() / 2**20, torch.cuda.memory_reserved() / 2**20)  # fmt: skip
 
 
-PACKED_MIN_HIDDEN = 256  # below it, on a CPU, the packed forward's index copies cost more than padding does
+FORWARD_LAYOUTS = ("packed", "padded rows", "transformers")  # this project's forward in two layouts, or transformers'
+PACKED_MIN_HIDDEN = 256  # below it, on a CPU, the packed layout's index copies cost more than the padding they skip
 
 
-def use_packed(setting: str, device: torch.device, hidden_size: int) -> bool:
-    """Whether RERANK_PACKED_FORWARD asks for the packed forward on `device` for a model of `hidden_size`.
+def forward_layout(setting: str, device: torch.device, hidden_size: int) -> str:
+    """Which forward RERANK_PACKED_FORWARD asks for on `device` for a model of `hidden_size` (FORWARD_LAYOUTS).
 
-    `auto`: on a CPU, for models of hidden size 256 or more (MiniLM's 384 and up). On the AVX2 CPU of
-    2026-12-01 (ops/BENCHMARKS.md, "Engine notes") the packed pass of 2-layer BERTs on 8-24-word passages took
-    0.93x the padded one's time at hidden 384 and 256, but 1.2x at 128 and 64, and 1.9x at 32."""
-    return setting == "on" or (setting == "auto" and device.type == "cpu" and hidden_size >= PACKED_MIN_HIDDEN)
+    `on`: packed tokens. `off`: transformers' own padded forward. `auto`: on a CPU this project's forward
+    (worker/model/packed_forward.py: oneDNN linear layers, one matmul for query, key and value), over packed
+    tokens for hidden size 256 or more and over padded rows below it; on CUDA transformers'. On the AVX2 CPU
+    of 2026-12-01 (`python -m ops.bench.layouts`: one thread, 8-24-word passages in length-sorted batches of
+    2,048 tokens, fresh shapes every round; ops/BENCHMARKS.md, "Engine notes"), speed per pair against
+    transformers': packed 1.12x and padded rows 1.08x at hidden 384 (2 layers), 1.12x and 1.06x at 256,
+    0.94x and 1.01x at 128, 0.84x and 1.44x at 32 (one layer, the overhead benchmark's near-free model).
+    An architecture the own forward does not know (worker/model/packed_forward.py) always takes transformers'."""
+    if setting == "on":
+        return "packed"
+    if setting == "off" or device.type != "cpu":
+        return "transformers"
+    return "packed" if hidden_size >= PACKED_MIN_HIDDEN else "padded rows"
 
 
 def load_classifier(model_dir: str, **kwargs) -> torch.nn.Module:

@@ -84,8 +84,8 @@ def test_cpu_tensors_are_neither_pinned_nor_copied():
 
 @pytest.mark.parametrize(
     ("forward", "inputs"),
-    [("off", 3), ("on", 6)],  # ids, mask, segments; packed: ids, segments, positions, layout, lengths, starts
-)
+    [("off", 3), ("on", 6), ("auto", 5)],  # ids, mask, segments; own forward: ids, segments, positions, lengths,
+)  # starts, and for packed tokens their place in the padded layout (auto: padded rows for the tiny model)
 def test_score_sends_every_input_through_to_device(bert_model_dir, monkeypatch, forward, inputs):
     encoder = CrossEncoder.load(Settings(model=bert_model_dir, device="cpu", packed_forward=forward))
     moved = []
@@ -107,7 +107,7 @@ def test_bf16_weights_score_close_to_fp32_on_this_cpu(bert_model_dir):
     assert bf16.score(pairs) == pytest.approx(fp32.score(pairs), abs=0.05)
 
 
-@pytest.mark.parametrize("architecture", ["bert, packed", "bert, padded", "llama"])
+@pytest.mark.parametrize("architecture", ["bert, packed", "bert, padded rows", "bert, transformers", "llama"])
 def test_in_bf16_logits_are_not_rounded_to_bf16(bert_model_dir, tmp_path, architecture):
     """The output layer runs in float32: near-equal passages keep distinct logits, as in float32."""
     model_dir = bert_model_dir
@@ -115,10 +115,10 @@ def test_in_bf16_logits_are_not_rounded_to_bf16(bert_model_dir, tmp_path, archit
         from ops.models.builder import LLAMA_TINY, build_llama
 
         model_dir = str(build_llama(tmp_path / "llama-tiny", shape=LLAMA_TINY, dtype=torch.float32))
-    forward = {"bert, packed": "on", "bert, padded": "off"}.get(architecture, "auto")
+    forward = {"bert, packed": "on", "bert, transformers": "off"}.get(architecture, "auto")
     fp32, bf16 = (CrossEncoder.load(Settings(model=model_dir, device="cpu", dtype=dtype, packed_forward=forward))
                   for dtype in ("float32", "bfloat16"))  # fmt: skip
-    assert (bf16.packed is not None) == (architecture == "bert, packed")
+    assert bf16.layout == {"llama": "transformers"}.get(architecture, architecture.removeprefix("bert, "))
     passages = [f"paris is the capital of france and {word}" for word in "a b c d e f g h i j k l".split()]
     pairs = fp32.encode("what is the capital city of france", passages, "END")
     full, half = fp32.score(pairs), bf16.score(pairs)

@@ -1,4 +1,4 @@
-"""The packed-token forward against transformers' padded forward, for a BERT and an XLM-R model."""
+"""The own forward, over packed tokens and over padded rows, against transformers' padded forward (BERT, XLM-R)."""
 
 import numpy as np
 import pytest
@@ -7,24 +7,24 @@ import torch
 from shared.settings import Settings
 from tests.reference import Reference
 from worker.model.packed_forward import PackedBatch, PackedForward, linear_kernel, onednn_linear, torch_linear
-from worker.model.runtime import CrossEncoder, pad_batch, use_packed
+from worker.model.runtime import CrossEncoder, forward_layout, pad_batch
 from worker.text.tokenization import EncodedPairs
 
 QUERY = "what is the capital city of france"
 PASSAGES = ["paris", "berlin is the capital of germany " * 150, "", "Ünïcödé 🚀 12345", "a b c d e f g " * 9]
 
 
-@pytest.fixture(scope="module", params=["bert", "xlmr"])
+@pytest.fixture(scope="module", params=["bert, packed", "xlmr, packed", "bert, padded rows", "xlmr, padded rows"])
 def encoder(request):
-    model_dir = request.getfixturevalue(f"{request.param}_model_dir")
-    return CrossEncoder.load(Settings(model=model_dir, device="cpu", packed_forward="on"))
+    architecture, layout = request.param.split(", ")
+    model_dir = request.getfixturevalue(f"{architecture}_model_dir")
+    setting = "on" if layout == "packed" else "auto"  # the tests' models are tiny: padded rows under auto
+    encoder = CrossEncoder.load(Settings(model=model_dir, device="cpu", packed_forward=setting))
+    assert encoder.own_forward is not None and encoder.layout == layout
+    return encoder
 
 
-def test_bert_family_models_take_the_packed_forward_when_asked(encoder):
-    assert encoder.packed is not None
-
-
-def test_packed_logits_equal_the_padded_forward_and_a_pair_by_pair_transformers_forward(encoder, request):
+def test_own_logits_equal_the_padded_forward_and_a_pair_by_pair_transformers_forward(encoder, request):
     pairs = encoder.encode(QUERY, PASSAGES, "END")
     assert len(set(pairs.lengths.tolist())) == len(pairs)  # lengths differ: there is padding to skip
     packed = encoder.score(pairs)
@@ -35,7 +35,7 @@ def test_packed_logits_equal_the_padded_forward_and_a_pair_by_pair_transformers_
     with torch.inference_mode():
         padded = encoder.model(**inputs).logits[:, 0].tolist()
     assert packed == pytest.approx(padded, abs=1e-5)
-    model_dir = request.getfixturevalue(f"{request.node.callspec.params['encoder']}_model_dir")
+    model_dir = request.getfixturevalue(f"{request.node.callspec.params['encoder'].split(',')[0]}_model_dir")
     assert packed == pytest.approx(Reference(model_dir, encoder.max_seq_len).logits(QUERY, PASSAGES), abs=1e-4)
 
 
@@ -58,21 +58,35 @@ def test_packing_places_every_token_in_the_padded_layout():
     assert PackedBatch.of(pairs, with_type_ids=False).type_ids.tolist() == [0] * 6
 
 
+def test_padded_rows_lay_every_pair_out_in_a_row_of_the_longest():
+    pairs = EncodedPairs(np.array([5, 6, 7, 8, 9, 10], dtype=np.int32), np.array([0, 0, 1, 0, 0, 1], dtype=np.int8),
+                         np.array([3, 1, 2], dtype=np.int32))  # fmt: skip
+    batch = PackedBatch.padded_rows(pairs)
+    assert batch.input_ids.tolist() == [5, 6, 7, 8, 0, 0, 9, 10, 0]
+    assert batch.type_ids.tolist() == [0, 0, 1, 0, 0, 0, 0, 1, 0]
+    assert batch.positions.tolist() == [0, 1, 2] * 3
+    assert batch.padded_index is None and batch.starts.tolist() == [0, 3, 6] and batch.lengths.tolist() == [3, 1, 2]
+    assert PackedBatch.padded_rows(pairs, with_type_ids=False).type_ids.tolist() == [0] * 9
+
+
 def test_other_architectures_keep_the_padded_forward(tmp_path):
     from ops.models.builder import LLAMA_TINY, build_llama
 
     model_dir = build_llama(tmp_path / "llama-tiny", shape=LLAMA_TINY, dtype=torch.float32)
-    assert CrossEncoder.load(Settings(model=str(model_dir), device="cpu")).packed is None
+    for setting in ("auto", "on"):
+        encoder = CrossEncoder.load(Settings(model=str(model_dir), device="cpu", packed_forward=setting))
+        assert encoder.own_forward is None and encoder.layout == "transformers"
 
 
 def test_the_setting_chooses_the_forward(bert_model_dir):
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
-    assert use_packed("auto", cpu, 384) and not use_packed("auto", cuda, 384)
-    assert not use_packed("auto", cpu, 32)  # a tiny model: the packed pass is slower there
-    assert use_packed("on", cuda, 32) and not use_packed("off", cpu, 384)
-    assert CrossEncoder.load(Settings(model=bert_model_dir, device="cpu", packed_forward="off")).packed is None
-    assert CrossEncoder.load(Settings(model=bert_model_dir, device="cpu")).packed is None  # hidden size 32
-    assert CrossEncoder.load(Settings(model=bert_model_dir, device="cpu", packed_forward="on")).packed is not None
+    assert forward_layout("auto", cpu, 384) == "packed" and forward_layout("auto", cpu, 256) == "packed"
+    assert forward_layout("auto", cpu, 128) == "padded rows"  # a small model: the packed layout is slower there
+    assert forward_layout("auto", cuda, 384) == "transformers" and forward_layout("on", cuda, 32) == "packed"
+    assert forward_layout("off", cpu, 384) == forward_layout("off", cpu, 32) == "transformers"
+    layouts = {setting: CrossEncoder.load(Settings(model=bert_model_dir, device="cpu", packed_forward=setting)).layout
+               for setting in ("off", "auto", "on")}  # fmt: skip
+    assert layouts == {"off": "transformers", "auto": "padded rows", "on": "packed"}  # hidden size 32
 
 
 def _error_against_float32(linear, dtype: torch.dtype, gelu: bool) -> float:
@@ -106,7 +120,7 @@ def test_linear_layers_take_onednn_on_a_cpu_where_it_is_as_accurate():
 def test_bfloat16_on_a_cpu_scores_close_to_float32_and_keeps_the_order(bert_model_dir):
     full, half = (CrossEncoder.load(Settings(model=bert_model_dir, device="cpu", dtype=dtype, packed_forward="on"))
                   for dtype in ("float32", "bfloat16"))  # fmt: skip
-    assert half.packed is not None and next(half.model.parameters()).dtype == torch.bfloat16
+    assert half.layout == "packed" and next(half.model.parameters()).dtype == torch.bfloat16
     passages = [f"paris is the capital of {word}" for word in ("france", "spain", "the river", "nothing")] + PASSAGES
     pairs = full.encode(QUERY, passages, "END")
     want, got = np.array(full.score(pairs)), np.array(half.score(pairs))
