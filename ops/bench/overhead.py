@@ -14,9 +14,11 @@ passages, sent by `--clients` concurrent HTTP clients in a closed loop; bodies s
 
 For each fleet it reports pairs/s, the ratio to `raw`, and the CPU time per pair of each process (from
 /proc: `worker` is the worker's Celery process, `engine` its engine process where it has one), and what
-both spent outside forward passes (the engine's own batch statistics give their time): `worker_outside_forward_us`.
+both spent outside forward passes (the engine's own batch statistics give their time): `worker_outside_forward_us`;
+for `raw`, the CPU time per pair its tokenizer took (`tokenize_cpu_us`), the least a worker must spend too.
 
-Usage: python -m ops.bench.overhead [--baseline-repo DIR] [--repeats 3] [--requests 48] [--out DIR]
+Usage: python -m ops.bench.overhead [--baseline-repo DIR] [--repeats 3] [--requests 48] [--worker-threads N]
+       [--worker-forward auto|on|off] [--out DIR]
 """
 
 from __future__ import annotations
@@ -65,9 +67,12 @@ class InProcessLoop:
         self.tokenizer.no_padding()
         self.model = AutoModelForSequenceClassification.from_pretrained(model_dir, dtype=torch.float32).eval()
         self.budget = budget
+        self.tokenize_cpu_seconds = 0.0  # this process's CPU time in the tokenizer (all its threads)
 
     def score(self, query: str, passages: list[str]) -> np.ndarray:
+        started = time.process_time()
         encodings = self.tokenizer.encode_batch([(query, passage) for passage in passages])
+        self.tokenize_cpu_seconds += time.process_time() - started
         lengths = [len(encoding.ids) for encoding in encodings]
         logits = np.empty(len(passages), dtype=np.float32)
         for batch in token_budget_batches(lengths, self.budget):
@@ -83,12 +88,14 @@ class InProcessLoop:
         return logits
 
     def run(self, bodies: list[tuple[str, list[str]]]) -> dict:
-        started = time.perf_counter()
+        started, tokenizing = time.perf_counter(), self.tokenize_cpu_seconds
         for query, passages in bodies:
             self.score(query, passages)
         seconds = time.perf_counter() - started
         pairs = sum(len(p) for _, p in bodies)
-        return {"seconds": seconds, "pairs": pairs, "pairs_per_s": pairs / seconds}
+        tokenize_us = 1e6 * (self.tokenize_cpu_seconds - tokenizing) / pairs
+        return {"seconds": seconds, "pairs": pairs, "pairs_per_s": pairs / seconds,
+                "tokenize_cpu_us": round(tokenize_us, 1)}
 
 
 def cpu_seconds(pid: int) -> float:
@@ -100,9 +107,11 @@ def cpu_seconds(pid: int) -> float:
 class Fleet:
     """One fleet's worker and API (from `repo`) on a shared Redis, sent requests by `clients` HTTP clients."""
 
-    def __init__(self, name: str, repo: Path, work: Path, redis_url: str, model_dir: str, threads: int | None) -> None:
+    def __init__(self, name: str, repo: Path, work: Path, redis_url: str, model_dir: str, args: argparse.Namespace):
         self.name, self.redis_url, self.model_id = name, redis_url, f"overhead-{name}"
-        settings = {"torch_threads": threads} if threads else {}
+        settings = {"torch_threads": args.worker_threads} if args.worker_threads else {}
+        if args.worker_forward:
+            settings["packed_forward"] = args.worker_forward
         self.worker = start_worker(work, redis_url=redis_url, model=model_dir, model_id=self.model_id, repo=repo,
                                    log_level="warning", **settings)  # fmt: skip
         self.api = start_api(work, redis_url=redis_url, model=model_dir, model_id=self.model_id, repo=repo,
@@ -185,6 +194,8 @@ def main() -> None:
                         "choice, the cores)")
     parser.add_argument("--worker-threads", type=int, help="RERANK_TORCH_THREADS of the workers (default: their own "
                         "default); with 1, `worker_outside_forward_us` is exact")
+    parser.add_argument("--worker-forward", choices=["auto", "on", "off"], help="RERANK_PACKED_FORWARD of the "
+                        "workers (default: theirs); `off` gives them the in-process loop's forward, transformers'")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, help="directory for the JSON result")
     args = parser.parse_args()
@@ -202,7 +213,7 @@ def main() -> None:
     rounds: list[dict] = []
     try:
         checkouts = [("fleet", REPO_ROOT)] + ([("baseline", args.baseline_repo.resolve())] if args.baseline_repo else [])
-        fleets = [Fleet(name, repo, work, redis.extra["url"], model_dir, args.worker_threads) for name, repo in checkouts]
+        fleets = [Fleet(name, repo, work, redis.extra["url"], model_dir, args) for name, repo in checkouts]
         payloads = {fleet.name: fleet.payloads(bodies) for fleet in fleets}
         for fleet in fleets:  # warm up: connections, first passes
             fleet.run(payloads[fleet.name][: args.clients], args.clients, {})
