@@ -79,7 +79,9 @@ class Worker:
         """What the heartbeat announces; None while the engine is down (the worker then withdraws)."""
         if not self.engine.ready:
             return None
-        stats = self.engine.stats() or self._last_engine_stats  # a long pass may delay the answer: keep the last
+        # the engine answers between passes: wait at most half a beat, so that a long pass never makes the
+        # registration outlive its TTL (3 beats), and announce the last statistics instead
+        stats = self.engine.stats(timeout=min(2.0, self.settings.heartbeat_interval / 2)) or self._last_engine_stats
         self._last_engine_stats = stats
         info = self.engine_info
         return {
