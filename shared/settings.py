@@ -67,8 +67,8 @@ class Settings(BaseSettings):
     )
     torch_threads: int | None = Field(
         None, ge=1,
-        description="Intra-op threads of a CPU worker's engine process (its forward passes). Default: every core but "
-        "one, left to the worker's tokenizing and the API.",
+        description="Intra-op threads of a CPU worker's engine process (its forward passes). Default: torch's own "
+        "choice (the cores); they wait passively between passes (worker/engine/__main__.py).",
     )
     cpu_workers: int = Field(
         1, ge=1, le=64,

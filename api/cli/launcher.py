@@ -87,7 +87,7 @@ def listen(host: str, port: int, what: str, flag: str) -> socket.socket:
 def cpu_worker_envs(env: dict[str, str], workers: int, torch_threads: int | None) -> list[dict[str, str]]:
     """The environments of `workers` CPU workers: RERANK_TORCH_THREADS each, or else the cores shared out.
 
-    One worker keeps its engine's default (every core but one). Several one-thread workers beat one worker of as many
+    One worker keeps torch's own choice of threads. Several one-thread workers beat one worker of as many
     threads on the 2-core benchmark machine (ops/BENCHMARKS.md): a pass on one thread does not stall when
     the API or Redis takes a core.
     """

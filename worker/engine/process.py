@@ -35,20 +35,6 @@ from worker.text.recipes import recipe_json
 log = logging.getLogger("worker.engine")
 
 
-def engine_threads(setting: int | None, device: str) -> int | None:
-    """Intra-op threads of the engine's forward passes: RERANK_TORCH_THREADS, else, on a CPU, every core but one.
-
-    The core left over is its Celery process's, which tokenizes, and the API's: on the 2-core machine of
-    2026-12-01 a two-thread engine spent 2.4x the CPU per pair of a one-thread one on a near-free model (its
-    OpenMP threads spin while the other processes hold a core) and the fleet reached 0.68 of an in-process loop
-    against 1.16 with one thread (ops/BENCHMARKS.md, "The fleet's own cost"). None on a GPU: torch's default."""
-    if setting:
-        return setting
-    if device == "cuda" or (device == "auto" and torch.cuda.is_available()):
-        return None
-    return max(1, len(os.sched_getaffinity(0)) - 1)
-
-
 def set_torch_threads(intra_op: int | None) -> None:
     """Before the model loads: `intra_op` threads per forward pass (None: torch's default, the cores) and
     one inter-op thread, since the engine runs one forward pass at a time."""
@@ -68,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     settings = get_settings()
     configure_logging(settings.log_level, settings.log_format)
     metrics = EngineMetrics()
-    set_torch_threads(engine_threads(settings.torch_threads, settings.device))
+    set_torch_threads(settings.torch_threads)
     started = time.perf_counter()
     try:
         encoder = CrossEncoder.load(settings)
