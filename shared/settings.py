@@ -68,7 +68,7 @@ class Settings(BaseSettings):
     torch_threads: int | None = Field(
         None, ge=1,
         description="Intra-op threads of a CPU worker's engine process (its forward passes). Default: torch's own "
-        "choice (the cores); they wait passively between passes (worker/engine/__main__.py).",
+        "choice (the cores).",
     )
     cpu_workers: int = Field(
         1, ge=1, le=64,
