@@ -24,6 +24,7 @@ import httpx
 from transformers import AutoTokenizer
 
 from ops.bench.jobs import vocabulary
+from ops.bench.report import write_json
 from ops.models.builder import build_minilm
 from ops.processes import start_api, start_redis, start_worker
 
@@ -91,10 +92,7 @@ def main() -> None:
     report = {"when": datetime.now(timezone.utc).isoformat(timespec="seconds"), "settings": {
         k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}, "rows": rows}  # fmt: skip
     if args.out:
-        args.out.mkdir(parents=True, exist_ok=True)
-        path = args.out / f"bench-chunking-{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}.json"
-        path.write_text(json.dumps(report, indent=2) + "\n")
-        print(f"written: {path}")
+        write_json(args.out, "chunking", report)
 
 
 if __name__ == "__main__":

@@ -26,6 +26,7 @@ import torch
 from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
 
 from ops.bench.overhead import make_bodies
+from ops.bench.report import write_json
 from ops.bench.workload import token_budget_batches
 from ops.models.builder import minilm_dir
 from shared.settings import Settings
@@ -94,9 +95,7 @@ def main() -> None:
                   flush=True)  # fmt: skip
     print(json.dumps(result, indent=2))
     if args.out:
-        args.out.mkdir(parents=True, exist_ok=True)
-        stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-        (args.out / f"bench-layouts-{stamp}.json").write_text(json.dumps(result, indent=2) + "\n")
+        write_json(args.out, "layouts", result)
 
 
 if __name__ == "__main__":

@@ -41,6 +41,7 @@ import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from ops.bench.jobs import vocabulary
+from ops.bench.report import write_json
 from ops.bench.workload import token_budget_batches
 from ops.models.builder import build_bert
 from ops.processes import REPO_ROOT, Proc, start_api, start_redis, start_worker, worker_report
@@ -247,10 +248,7 @@ def main() -> None:
     }
     print(json.dumps(report["median"], indent=2))
     if args.out:
-        args.out.mkdir(parents=True, exist_ok=True)
-        path = args.out / f"bench-overhead-{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}.json"
-        path.write_text(json.dumps(report, indent=2) + "\n")
-        print(f"written: {path}")
+        write_json(args.out, "overhead", report)
 
 
 if __name__ == "__main__":

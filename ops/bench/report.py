@@ -1,6 +1,20 @@
-"""The markdown report of `ops/bench/rerank.py`: variants, goals (the issue's bounds), worker batch histograms."""
+"""Benchmark reports: the JSON result file of a benchmark (`write_json`), and the markdown report of
+`ops/bench/rerank.py` (variants, goals: the issue's bounds, worker batch histograms)."""
 
 from __future__ import annotations
+
+import json
+from datetime import datetime, timezone
+from pathlib import Path
+
+
+def write_json(out: Path, bench: str, result: dict) -> Path:
+    """`result` as `out/bench-<bench>-<UTC time>.json` (the folder made if need be); says where, returns the path."""
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / f"bench-{bench}-{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}.json"
+    path.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"written: {path}")
+    return path
 
 # goal key -> (bound, higher is better, label)
 GOALS = {
