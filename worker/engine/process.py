@@ -26,6 +26,7 @@ from worker.engine import protocol
 from worker.engine.loop import Engine
 from worker.engine.protocol import Kind
 from worker.engine.scheduler import Scheduler
+from worker.engine.threads import fit_cpu_threads
 from worker.metrics import EngineMetrics
 from worker.model.device import batch_tokens
 from worker.model.runtime import CrossEncoder
@@ -59,6 +60,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         encoder = CrossEncoder.load(settings)
         encoder.warmup()  # on this thread, which runs every pass: torch gives each thread its own OpenMP team
+        if encoder.device.type == "cpu" and settings.torch_threads is None:
+            fit_cpu_threads(encoder)
     except ModelLoadError as exc:
         connection.sendall(protocol.encode_json(Kind.FATAL, {"message": str(exc)}))
         return 2
@@ -72,6 +75,7 @@ def main(argv: list[str] | None = None) -> int:
         "recipe": recipe_json(encoder.recipe),
         "recipe_origin": encoder.recipe.origin,
         "forward": encoder.layout,
+        "threads": torch.get_num_threads(),
         "pid": os.getpid(),
     }))  # fmt: skip
     scheduler = Scheduler(
