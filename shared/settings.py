@@ -68,7 +68,8 @@ class Settings(BaseSettings):
     torch_threads: int | None = Field(
         None, ge=1,
         description="Intra-op threads of a CPU worker's engine process (its forward passes). Default: torch's own "
-        "choice (the cores).",
+        "choice (the cores), less one for a model whose forward pass costs next to nothing, so that tokenizing and "
+        "the API keep a core (worker/engine/threads.py).",
     )
     cpu_workers: int = Field(
         1, ge=1, le=64,
