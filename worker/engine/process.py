@@ -75,7 +75,6 @@ def main(argv: list[str] | None = None) -> int:
         "recipe": recipe_json(encoder.recipe),
         "recipe_origin": encoder.recipe.origin,
         "forward": encoder.layout,
-        "threads": torch.get_num_threads(),
         "pid": os.getpid(),
     }))  # fmt: skip
     scheduler = Scheduler(

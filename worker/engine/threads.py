@@ -22,27 +22,33 @@ log = logging.getLogger("worker.engine")
 
 PATH_CPU_US_PER_TOKEN = 5.0  # the worker's Celery process: 93-118 µs of CPU per pair of about 25 tokens
 RESERVE_BELOW = 10.0  # leave a core out when a token's forward pass costs less than this many times that
+CHEAP_BELOW_US = RESERVE_BELOW * PATH_CPU_US_PER_TOKEN  # forward CPU per token under which a pass counts as cheap
 PROBE_PAIRS, PROBE_WORDS, PROBE_PASSES = 16, 48, 5
+FAR_OVER = 4.0  # one probe pass this many times over the threshold settles it: start-up pays no more passes
 
 
 def threads_for(forward_cpu_us_per_token: float, threads: int) -> int:
     """`threads` less one when the forward pass is that cheap and there is a core to spare, else `threads`."""
-    if threads > 1 and forward_cpu_us_per_token < RESERVE_BELOW * PATH_CPU_US_PER_TOKEN:
+    if threads > 1 and forward_cpu_us_per_token < CHEAP_BELOW_US:
         return threads - 1
     return threads
 
 
 def forward_cpu_us_per_token(encoder) -> float:
-    """CPU time a token takes in a forward pass: the best of a few probe passes, wall time x threads (the
-    first pass of a shape, which builds its kernels, not counted)."""
+    """CPU time a token takes in a forward pass: the best of up to PROBE_PASSES probe passes, wall time x
+    threads (the first pass of the shape, which builds its kernels, not counted). Noise only slows a pass, so
+    the probe stops at the first pass under the threshold, or one FAR_OVER times over it."""
     pairs = encoder.encode("how cheap is a forward pass", [" ".join(["word"] * PROBE_WORDS)] * PROBE_PAIRS, "END")
     encoder.score(pairs)
     best = float("inf")
     for _ in range(PROBE_PASSES):
         started = time.perf_counter()
         encoder.score(pairs)
-        best = min(best, time.perf_counter() - started)
-    return 1e6 * best * torch.get_num_threads() / int(pairs.lengths.sum())
+        cost = 1e6 * (time.perf_counter() - started) * torch.get_num_threads() / int(pairs.lengths.sum())
+        best = min(best, cost)
+        if cost < CHEAP_BELOW_US or cost > FAR_OVER * CHEAP_BELOW_US:
+            break
+    return best
 
 
 def fit_cpu_threads(encoder) -> None:
