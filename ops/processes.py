@@ -46,7 +46,7 @@ def child_env(repo: Path = REPO_ROOT, **rerank_settings) -> dict[str, str]:
     """This environment plus RERANK_* settings, with offline hubs and fast heartbeats, running the code of
     `repo` (this checkout unless a benchmark compares another one)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("RERANK_")}
-    env.update(HF_HUB_OFFLINE="1", PYTHONUNBUFFERED="1")
+    env.update(HF_HUB_OFFLINE="1", PYTHONUNBUFFERED="1", PYTHONFAULTHANDLER="1")  # a hung one dumps stacks on SIGABRT
     env.setdefault("TOKENIZERS_PARALLELISM", "false")  # small test machines; a benchmark may turn it on
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(repo), env.get("PYTHONPATH")]))
     env.setdefault("RERANK_HEARTBEAT_INTERVAL", "0.5")

@@ -36,6 +36,25 @@ def _start_up(tmp_path, *options: str, env: dict[str, str] | None = None) -> tup
     return up, log_path.read_text(errors="replace")
 
 
+def _stop_up(up: subprocess.Popen, log_path, timeout: float = 60) -> int:
+    """SIGTERM `rerank-fleet up` and return its exit code. If it is still running after `timeout`, fail with
+    the processes it left and, for each Python one, where its threads were: the children run with
+    PYTHONFAULTHANDLER (child_env), so SIGABRT prints their stacks into the log before they die."""
+    up.send_signal(signal.SIGTERM)
+    try:
+        return up.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        left = [*_descendants(up.pid), up.pid]
+        listing = "\n".join(f"  {pid} {_command(pid)}" for pid in left)
+        for pid in left:
+            if "python" in _command(pid):
+                os.kill(pid, signal.SIGABRT)
+        time.sleep(3)
+        up.kill()
+        raise AssertionError(f"rerank-fleet up still ran {timeout:g}s after SIGTERM, with:\n{listing}\n"
+                             f"{log_path.read_text(errors='replace')[-20000:]}") from None  # fmt: skip
+
+
 def test_up_serves_ranking_and_stops_everything_on_sigterm(bert_model_dir, tmp_path):
     port, grpc_port, flower_port = free_port(), free_port(), free_port()
     env = child_env(flower_basic_auth=":".join(FLOWER_AUTH))
@@ -64,8 +83,7 @@ def test_up_serves_ranking_and_stops_everything_on_sigterm(bert_model_dir, tmp_p
         assert [name for name in workers if name.startswith("rerank-fleet-test-cpu-")], workers
         children = _children(up.pid)
         assert len(children) >= 4  # redis, a worker, the API, Flower
-        up.send_signal(signal.SIGTERM)
-        assert up.wait(timeout=60) == 0
+        assert _stop_up(up, tmp_path / "up.log") == 0
         for pid in children:
             assert not _alive(pid), f"child {pid} outlived rerank-fleet up"
     finally:
@@ -81,8 +99,7 @@ def test_no_flower_starts_no_flower(bert_model_dir, tmp_path):
         assert len(commands) >= 3, commands  # redis, a worker, the API
         assert not [command for command in commands if "flower" in command], commands
         assert "Flower" not in output
-        up.send_signal(signal.SIGTERM)
-        assert up.wait(timeout=60) == 0
+        assert _stop_up(up, tmp_path / "up.log") == 0
     finally:
         if up.poll() is None:
             up.kill()
@@ -101,8 +118,7 @@ def test_cpu_workers_share_the_cores(bert_model_dir, tmp_path):
         assert ready
         body = {"model": "two-cpu-test", "query": {"text": "q"}, "passages": [{"text": "a"}, {"text": "b"}]}
         assert httpx.post(f"http://127.0.0.1:{port}/v1/ranking", json=body, timeout=30).status_code == 200
-        up.send_signal(signal.SIGTERM)
-        assert up.wait(timeout=60) == 0
+        assert _stop_up(up, tmp_path / "up.log") == 0
     finally:
         if up.poll() is None:
             up.kill()
@@ -137,8 +153,7 @@ def test_up_serves_two_models_each_on_its_own_queue_and_workers(bert_model_dir, 
         flower = _poll(lambda: httpx.get(f"http://127.0.0.1:{flower_port}/api/workers?refresh=1", auth=FLOWER_AUTH,
                                          timeout=30).json())  # fmt: skip
         assert {name.split("-cpu-")[0] for name in flower} == {"rerank-acme-cross", "rerank-qwen"}, flower
-        up.send_signal(signal.SIGTERM)
-        assert up.wait(timeout=60) == 0
+        assert _stop_up(up, tmp_path / "up.log") == 0
     finally:
         if up.poll() is None:
             up.kill()
@@ -169,6 +184,11 @@ def test_a_worker_whose_model_cannot_be_had_fails_at_once_with_a_hint(tmp_path):
 def _children(pid: int) -> list[int]:
     out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(pid)], capture_output=True, text=True).stdout
     return [int(line) for line in out.split()]
+
+
+def _descendants(pid: int) -> list[int]:
+    """Children, grandchildren (a worker's engine), and so on."""
+    return [d for child in _children(pid) for d in (child, *_descendants(child))]
 
 
 def _command(pid: int) -> str:

@@ -11,6 +11,7 @@ import time
 import httpx
 
 from api.cli.embedded_redis import free_port
+from tests.integration.cli.test_rerank_fleet_up import _stop_up
 from tests.processes import REPO_ROOT, child_env
 
 
@@ -53,8 +54,7 @@ def test_up_restarts_a_killed_worker_that_then_serves(bert_model_dir, tmp_path):
             time.sleep(0.3)
         assert response.status_code == 200, response.text
         assert up.poll() is None
-        up.send_signal(signal.SIGTERM)
-        assert up.wait(timeout=60) == 0
+        assert _stop_up(up, log_path) == 0
     finally:
         if up.poll() is None:
             up.kill()

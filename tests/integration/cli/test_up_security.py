@@ -6,14 +6,13 @@ the API only."""
 from __future__ import annotations
 
 import re
-import signal
 
 import httpx
 import pytest
 import redis
 
 from api.cli.embedded_redis import free_port
-from tests.integration.cli.test_rerank_fleet_up import _children, _command, _environ, _poll, _start_up
+from tests.integration.cli.test_rerank_fleet_up import _children, _command, _environ, _poll, _start_up, _stop_up
 from tests.processes import child_env
 
 API_KEY = "up-security-test-key"
@@ -23,14 +22,14 @@ API_KEY = "up-security-test-key"
 def fleet(bert_model_dir, tmp_path_factory):
     port, flower_port = free_port(), free_port()
     env = child_env(api_key=API_KEY)
-    up, output = _start_up(tmp_path_factory.mktemp("up-security"), "--model", bert_model_dir, "--model-id",
+    log_dir = tmp_path_factory.mktemp("up-security")
+    up, output = _start_up(log_dir, "--model", bert_model_dir, "--model-id",
                            "up-security", "--port", str(port), "--grpc-port", str(free_port()), "--flower-port",
                            str(flower_port), env=env)  # fmt: skip
     children = {pid: (_command(pid), _environ(pid)) for pid in _children(up.pid)}
     yield up, output, children, f"http://127.0.0.1:{flower_port}"
     if up.poll() is None:
-        up.send_signal(signal.SIGTERM)
-        up.wait(timeout=60)
+        _stop_up(up, log_dir / "up.log")
 
 
 def _redis_url(children) -> str:
