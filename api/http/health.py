@@ -44,6 +44,7 @@ async def list_models(service: RankingService = Depends(ranking_service)) -> Mod
 
 
 @router.get("/metrics", include_in_schema=False)
+@router.get("/v1/metrics", include_in_schema=False)  # API.md names both
 async def metrics(reader: FleetReader = Depends(fleet_reader)) -> Response:
     """Prometheus text exposition: the API's own metrics and the fleet's, read from Redis now."""
     return Response(exposition(await reader.read()), media_type=CONTENT_TYPE_LATEST)

@@ -19,8 +19,8 @@ from tests.processes import silent_worker, start_api, worker_report
 Samples = dict[tuple[str, frozenset], float]
 
 
-def scrape(url: str) -> Samples:
-    response = httpx.get(url + "/metrics", timeout=10)
+def scrape(url: str, path: str = "/metrics") -> Samples:
+    response = httpx.get(url + path, timeout=10)
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/plain")
     return {
@@ -96,6 +96,12 @@ def test_metrics_count_requests_errors_and_worker_batches(bert_stack) -> None:
     assert 0 < value(after, "rerank_worker_model_load_seconds", **mine) < 120
     assert delta("rerank_worker_failures_total", **mine, task="rerank.rank", error_type="validation_error") == 1
     assert value(after, "process_resident_memory_bytes") > 0  # the API process's own collectors
+
+
+def test_v1_metrics_is_the_same_exposition(bert_stack) -> None:
+    names = [{name for name, _ in scrape(bert_stack.url, path)} for path in ("/metrics", "/v1/metrics")]
+    assert names[0] == names[1]
+    assert {"rerank_live_workers", "rerank_redis_up", "rerank_worker_pairs_total"} <= names[1]
 
 
 def test_queue_depth_counts_requests_no_worker_has_taken(log_dir, redis_server) -> None:
