@@ -54,13 +54,16 @@ def test_a_taken_http_port_stops_the_api_at_once(silent_model):
     assert "Traceback" not in second.stdout + second.stderr
 
 
-def test_each_request_is_logged_once(log_dir, silent_model):
-    api = start_api(log_dir, redis_url=silent_model, model="unused", model_id=MODEL_ID)
+def test_each_request_is_logged_once_and_probes_and_scrapes_at_debug_only(log_dir, silent_model):
+    api = start_api(log_dir, redis_url=silent_model, model="unused", model_id=MODEL_ID)  # log level info
+    quiet = ("/v1/health/live", "/v1/health/ready", "/metrics", "/v1/metrics")
     try:
-        httpx.get(api.extra["url"] + "/v1/models", timeout=10)
+        for path in ("/v1/models", *quiet):
+            httpx.get(api.extra["url"] + path, timeout=10)
         time.sleep(0.5)
         lines = [line for line in api.log().splitlines() if "/v1/models" in line]
         assert len(lines) == 1 and "api.access" in lines[0], lines
+        assert not [line for line in api.log().splitlines() if any(f" {path} " in line for path in quiet)]
     finally:
         api.stop()
 
@@ -77,6 +80,7 @@ def test_a_request_cut_short_by_shutdown_gets_the_503_envelope(log_dir, silent_m
                          b"Transfer-Encoding: chunked\r\n\r\n" + chunk)  # fmt: skip
             time.sleep(0.5)
             api.process.send_signal(signal.SIGTERM)
+            stopping = time.monotonic()
             sock.settimeout(0.5)
             answer, deadline = b"", time.monotonic() + 20
             while not answer and time.monotonic() < deadline:
@@ -87,6 +91,7 @@ def test_a_request_cut_short_by_shutdown_gets_the_503_envelope(log_dir, silent_m
                     continue
                 except (BrokenPipeError, ConnectionResetError):
                     break
+            waited = time.monotonic() - stopping
             sock.settimeout(5)
             try:
                 while piece := sock.recv(65536):  # the envelope may follow the head in its own packet
@@ -95,6 +100,7 @@ def test_a_request_cut_short_by_shutdown_gets_the_503_envelope(log_dir, silent_m
                 pass
         assert answer.startswith(b"HTTP/1.1 503"), answer[:300]
         assert b"retry-after: 5" in answer.lower() and b'"service_unavailable"' in answer
+        assert 1 + 5 - 1 < waited < 1 + 5 + 3, waited  # RERANK_REQUEST_TIMEOUT + 5 s, not a fixed grace
         api.process.wait(timeout=30)
     finally:
         api.stop()

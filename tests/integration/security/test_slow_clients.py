@@ -1,6 +1,6 @@
 """Slow or oversized clients cannot hold the API's connections: headers must arrive within
 RERANK_HEADER_TIMEOUT and fit in RERANK_MAX_HEADER_BYTES, and a body that stops arriving for
-RERANK_BODY_TIMEOUT is answered 408."""
+RERANK_BODY_TIMEOUT is answered 408; an idle keep-alive connection closes after RERANK_KEEPALIVE_TIMEOUT."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import pytest
 from tests.processes import silent_worker, start_api
 
 MODEL_ID = "slow/clients"
-LIMITS = {"header_timeout": 2, "body_timeout": 2, "max_header_bytes": 16384}
+LIMITS = {"header_timeout": 2, "body_timeout": 2, "max_header_bytes": 16384, "keepalive_timeout": 1}
 
 
 @pytest.fixture(scope="module")
@@ -89,3 +89,21 @@ def test_a_body_that_stops_arriving_is_answered_408(guarded_api):
     assert answer.startswith(b"HTTP/1.1 408"), answer[:200]
     assert time.monotonic() - started < LIMITS["body_timeout"] + 3
     assert b'"type":"timeout_error"' in answer.replace(b" ", b"")
+
+
+def test_an_idle_keep_alive_connection_is_closed_after_the_keepalive_timeout(guarded_api):
+    with _connect(guarded_api) as sock:
+        sock.sendall(b"GET /v1/health/live HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        sock.settimeout(10)
+        answer = sock.recv(65536)
+        answered = time.monotonic()
+        assert answer.startswith(b"HTTP/1.1 200"), answer[:200]
+        rest = b""
+        try:
+            while piece := sock.recv(65536):  # the body, then the close
+                rest += piece
+        except TimeoutError:
+            rest = b"still open"
+        idle = time.monotonic() - answered
+    assert rest != b"still open", "the idle connection was still open after 10 s"
+    assert LIMITS["keepalive_timeout"] - 0.5 < idle < LIMITS["keepalive_timeout"] + 2, idle
