@@ -113,3 +113,27 @@ def test_a_request_popped_by_a_worker_that_died_before_claiming_it_is_sent_again
         worker.stop()
     finally:
         api.stop()
+
+
+def test_a_request_still_queued_when_the_last_worker_leaves_is_a_503_at_once(log_dir, private_redis):
+    """Queued, never taken, and then no worker is left for the model: 503 with Retry-After within seconds,
+    not a 504 at the deadline."""
+    from tests.processes import silent_worker
+
+    url = private_redis.extra["url"]
+    api = start_api(log_dir, redis_url=url, model="unused", model_id=MODEL_ID, request_timeout=60)
+    body = {**BODY, "passages": BODY["passages"][:2]}
+    try:
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            with silent_worker(url, MODEL_ID):  # registered, consumes nothing: the task stays queued
+                answer = pool.submit(httpx.post, api.extra["url"] + "/v1/ranking", json=body, timeout=90)
+                time.sleep(1)
+                assert not answer.done()
+            left_at = time.monotonic()  # the registration is gone
+            response = answer.result()
+        assert response.status_code == 503, response.text
+        assert "no worker is serving model" in ErrorEnvelope.model_validate(response.json()).error.message
+        assert "retry-after" in response.headers
+        assert time.monotonic() - left_at < 10
+    finally:
+        api.stop()
