@@ -7,6 +7,10 @@ from __future__ import annotations
 import json
 
 import httpx
+import numpy as np
+import pytest
+import tritonclient.grpc
+import tritonclient.utils
 
 from shared.schemas import ErrorEnvelope
 
@@ -50,6 +54,16 @@ def test_long_client_values_are_not_echoed_whole(bert_stack):
     answer = httpx.post(bert_stack.url + "/v1/ranking", json={"model": name, "query": {"text": "q"},
                                                              "passages": [{"text": "p"}]}, timeout=30)  # fmt: skip
     assert len(_error(answer, 404)) < 200
+    field = {"model": bert_stack.model_id, "query": {"text": "q"}, "passages": [{"text": "p"}], "f" * 100_000: 1}
+    assert len(_error(httpx.post(bert_stack.url + "/v1/ranking", json=field, timeout=30), 422)) < 300
+    assert len(_error(httpx.get(bert_stack.url + "/v1/ranking/jobs/" + "j" * 8_000, timeout=30), 404)) < 200
+    client = tritonclient.grpc.InferenceServerClient(bert_stack.api.extra["grpc"])
+    inputs = [tritonclient.grpc.InferInput(input_name, [1], "BYTES") for input_name in ("query", "passage")]
+    for tensor in inputs:
+        tensor.set_data_from_numpy(np.array(["q"], dtype=object))
+    with pytest.raises(tritonclient.utils.InferenceServerException) as refused:
+        client.infer("g" * 100_000, inputs)
+    assert refused.value.status() == "StatusCode.NOT_FOUND" and len(refused.value.message()) < 300
 
 
 def test_an_over_limit_body_counts_under_its_route(bert_stack):
