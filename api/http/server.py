@@ -1,8 +1,9 @@
 """The API process's HTTP server: uvicorn, with the limits a slow or hostile client meets before any route.
 
-uvicorn bounds keep-alive and concurrency but not how long a request's headers may take or how large they
-may be, so the HTTP/1.1 protocol here adds both: headers not complete within RERANK_HEADER_TIMEOUT close the
-connection (408), and headers over RERANK_MAX_HEADER_BYTES are answered 431. A body that stops arriving is
+uvicorn bounds keep-alive but not how long a request's headers may take or how large they may be, so the
+HTTP/1.1 protocol here adds both: headers not complete within RERANK_HEADER_TIMEOUT close the connection
+(408), and headers over RERANK_MAX_HEADER_BYTES are answered 431. It also applies RERANK_MAX_CONNECTIONS itself
+(uvicorn's limit_concurrency test, answered 503 in the error envelope instead of uvicorn's plain text). A body that stops arriving is
 timed out in the ASGI middleware (api/http/middleware/body_limit.py). The graceful shutdown waits for
 requests as long as they may run (RERANK_REQUEST_TIMEOUT), plus a margin.
 
@@ -35,14 +36,26 @@ def _raw_answer(status: int, error: RerankError) -> bytes:
 
 _REASONS = {408: "Request Timeout", 431: "Request Header Fields Too Large"}
 
+OVER_CAPACITY_RETRY_SECONDS = 1
+
+
+async def _over_capacity(scope, receive, send) -> None:
+    """The answer past RERANK_MAX_CONNECTIONS: 503 in the error envelope (uvicorn's own is plain text)."""
+    response = error_response(RerankError(ErrorType.UNAVAILABLE, "the API is serving RERANK_MAX_CONNECTIONS "
+                                          "connections; retry shortly", retry_after=OVER_CAPACITY_RETRY_SECONDS))  # fmt: skip
+    response.headers["connection"] = "close"
+    await response(scope, receive, send)
+
 
 class GuardedHttpProtocol(HttpToolsProtocol):
-    """uvicorn's httptools protocol, with a deadline and a size limit on each request's headers."""
+    """uvicorn's httptools protocol, with a deadline and a size limit on each request's headers, and its
+    concurrency limit answered with the error envelope."""
 
-    def __init__(self, *args, header_timeout: float, max_header_bytes: int, **kwargs) -> None:
+    def __init__(self, *args, header_timeout: float, max_header_bytes: int, max_connections: int, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self._header_timeout = header_timeout
         self._max_header_bytes = max_header_bytes
+        self._max_connections = max_connections
         self._header_bytes = 0
         self._header_timer: asyncio.TimerHandle | None = None
 
@@ -86,17 +99,26 @@ class GuardedHttpProtocol(HttpToolsProtocol):
 
     def on_headers_complete(self) -> None:
         self._headers_arrived()
-        super().on_headers_complete()
+        # uvicorn's own test of limit_concurrency, which is left unset so that its plain-text 503 never answers
+        if len(self.connections) < self._max_connections and len(self.tasks) < self._max_connections:
+            super().on_headers_complete()
+            return
+        self.logger.warning("over RERANK_MAX_CONNECTIONS (%d): answered 503", self._max_connections)
+        app, self.app = self.app, _over_capacity  # the request's cycle runs the app it finds here
+        try:
+            super().on_headers_complete()
+        finally:
+            self.app = app
 
 
 def server_config(settings: Settings) -> uvicorn.Config:
     """uvicorn's configuration for `settings`: the guarded protocol, limits and timeouts, no access log of its
     own (api/http/middleware/request_id.py writes the one access log)."""
     protocol = functools.partial(GuardedHttpProtocol, header_timeout=settings.header_timeout,
-                                 max_header_bytes=settings.max_header_bytes)  # fmt: skip
+                                 max_header_bytes=settings.max_header_bytes, max_connections=settings.max_connections)  # fmt: skip
     return uvicorn.Config(
         "api.app:create_app", factory=True, host=settings.host, port=settings.port, http=protocol,  # type: ignore[arg-type]
-        limit_concurrency=settings.max_connections, timeout_keep_alive=settings.keepalive_timeout,
+        timeout_keep_alive=settings.keepalive_timeout,
         timeout_graceful_shutdown=settings.request_timeout + SHUTDOWN_MARGIN_SECONDS,
         access_log=False, log_level=settings.log_level, proxy_headers=False,
     )  # fmt: skip

@@ -1,6 +1,7 @@
 """Slow or oversized clients cannot hold the API's connections: headers must arrive within
 RERANK_HEADER_TIMEOUT and fit in RERANK_MAX_HEADER_BYTES, and a body that stops arriving for
-RERANK_BODY_TIMEOUT is answered 408; an idle keep-alive connection closes after RERANK_KEEPALIVE_TIMEOUT."""
+RERANK_BODY_TIMEOUT is answered 408; an idle keep-alive connection closes after RERANK_KEEPALIVE_TIMEOUT;
+past RERANK_MAX_CONNECTIONS a request gets the 503 envelope."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import json
 import socket
 import time
 
+import httpx
 import pytest
 
 from tests.processes import silent_worker, start_api
@@ -107,3 +109,25 @@ def test_an_idle_keep_alive_connection_is_closed_after_the_keepalive_timeout(gua
         idle = time.monotonic() - answered
     assert rest != b"still open", "the idle connection was still open after 10 s"
     assert LIMITS["keepalive_timeout"] - 0.5 < idle < LIMITS["keepalive_timeout"] + 2, idle
+
+
+def test_past_max_connections_a_request_gets_the_503_envelope(log_dir, redis_server):
+    with silent_worker(redis_server.extra["url"], MODEL_ID):
+        api = start_api(log_dir, redis_url=redis_server.extra["url"], model="unused", model_id=MODEL_ID,
+                        max_connections=3, header_timeout=30)  # fmt: skip
+        try:
+            idle = [_connect(api) for _ in range(3)]  # connected, nothing sent yet
+            time.sleep(0.3)
+            with httpx.Client(timeout=10) as client:
+                refused = client.get(api.extra["url"] + "/v1/health/live")
+            for sock in idle:
+                sock.close()
+            time.sleep(0.3)
+            served = httpx.get(api.extra["url"] + "/v1/health/live", timeout=10)
+        finally:
+            api.stop()
+    assert refused.status_code == 503, refused.text
+    assert refused.json()["error"]["type"] == "service_unavailable"
+    assert "RERANK_MAX_CONNECTIONS" in refused.json()["error"]["message"]
+    assert refused.headers["retry-after"] == "1"
+    assert served.status_code == 200
