@@ -102,6 +102,9 @@ def test_v1_metrics_is_the_same_exposition(bert_stack) -> None:
     names = [{name for name, _ in scrape(bert_stack.url, path)} for path in ("/metrics", "/v1/metrics")]
     assert names[0] == names[1]
     assert {"rerank_live_workers", "rerank_redis_up", "rerank_worker_pairs_total"} <= names[1]
+    text = httpx.get(bert_stack.url + "/metrics", timeout=10).text
+    helps = [line for line in text.splitlines() if line.startswith("# HELP")]
+    assert helps and not [line for line in helps if ".py" in line or ".md" in line]  # no file a reader cannot see
 
 
 def test_queue_depth_counts_requests_no_worker_has_taken(log_dir, redis_server) -> None:
