@@ -2,10 +2,10 @@
 
 uvicorn bounds keep-alive but not how long a request's headers may take or how large they may be, so the
 HTTP/1.1 protocol here adds both: headers not complete within RERANK_HEADER_TIMEOUT close the connection
-(408), and headers over RERANK_MAX_HEADER_BYTES are answered 431. It also applies RERANK_MAX_CONNECTIONS itself
-(uvicorn's limit_concurrency test, answered 503 in the error envelope instead of uvicorn's plain text). A body that stops arriving is
-timed out in the ASGI middleware (api/http/middleware/body_limit.py). The graceful shutdown waits for
-requests as long as they may run (RERANK_REQUEST_TIMEOUT), plus a margin.
+(408), and headers over RERANK_MAX_HEADER_BYTES are answered 431. It also applies RERANK_MAX_CONNECTIONS
+itself (uvicorn's limit_concurrency test), answering 503 in the error envelope, not uvicorn's plain text.
+A body that stops arriving is timed out in the ASGI middleware (api/http/middleware/body_limit.py). The
+graceful shutdown waits for requests as long as they may run (RERANK_REQUEST_TIMEOUT), plus a margin.
 
     python -m api               # HTTP on RERANK_HOST:RERANK_PORT, gRPC on RERANK_GRPC_PORT
 """
@@ -41,8 +41,9 @@ OVER_CAPACITY_RETRY_SECONDS = 1
 
 async def _over_capacity(scope, receive, send) -> None:
     """The answer past RERANK_MAX_CONNECTIONS: 503 in the error envelope (uvicorn's own is plain text)."""
-    response = error_response(RerankError(ErrorType.UNAVAILABLE, "the API is serving RERANK_MAX_CONNECTIONS "
-                                          "connections; retry shortly", retry_after=OVER_CAPACITY_RETRY_SECONDS))  # fmt: skip
+    error = RerankError(ErrorType.UNAVAILABLE, "the API is serving RERANK_MAX_CONNECTIONS connections; retry shortly",
+                        retry_after=OVER_CAPACITY_RETRY_SECONDS)  # fmt: skip
+    response = error_response(error)
     response.headers["connection"] = "close"
     await response(scope, receive, send)
 
@@ -115,7 +116,8 @@ def server_config(settings: Settings) -> uvicorn.Config:
     """uvicorn's configuration for `settings`: the guarded protocol, limits and timeouts, no access log of its
     own (api/http/middleware/request_id.py writes the one access log)."""
     protocol = functools.partial(GuardedHttpProtocol, header_timeout=settings.header_timeout,
-                                 max_header_bytes=settings.max_header_bytes, max_connections=settings.max_connections)  # fmt: skip
+                                 max_header_bytes=settings.max_header_bytes,
+                                 max_connections=settings.max_connections)  # fmt: skip
     return uvicorn.Config(
         "api.app:create_app", factory=True, host=settings.host, port=settings.port, http=protocol,  # type: ignore[arg-type]
         timeout_keep_alive=settings.keepalive_timeout,
