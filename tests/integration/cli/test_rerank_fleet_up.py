@@ -44,10 +44,10 @@ def _stop_up(up: subprocess.Popen, log_path, timeout: float = 60) -> int:
     try:
         return up.wait(timeout=timeout)
     except subprocess.TimeoutExpired:
-        left = [*_descendants(up.pid), up.pid]
-        listing = "\n".join(f"  {pid} {_command(pid)}" for pid in left)
-        for pid in left:
-            if "python" in _command(pid):
+        left = {pid: _command(pid) for pid in [*_descendants(up.pid), up.pid]}
+        listing = "\n".join(f"  {pid} {command}" for pid, command in left.items())
+        for pid, command in left.items():
+            if "python" in command:
                 os.kill(pid, signal.SIGABRT)
         time.sleep(3)
         up.kill()
