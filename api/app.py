@@ -19,6 +19,7 @@ from api.http.middleware.body_limit import BodyLimit
 from api.http.middleware.guards import RequestGuards
 from api.http.middleware.metrics import HttpMetricsMiddleware
 from api.http.middleware.request_id import RequestId
+from api.http.middleware.unread_body import CloseAfterUnreadBody
 from api.jobs.service import JobService
 from api.jobs.store import JobStore
 from api.ranking.admission import Admission
@@ -90,13 +91,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for router in ROUTERS:
         app.include_router(router)
     # Outermost first: metrics time everything, every answer (a 401 too) carries its request id and is logged;
-    # host, key and body type are checked on the headers alone, before anything reads the body.
+    # host, key and body type are checked on the headers alone, before anything reads the body; an answer sent
+    # before the body was read closes the connection.
     for middleware, options in reversed([
         (HttpMetricsMiddleware, {}),
+        (CloseAfterUnreadBody, {}),
         (RequestId, {}),
         (RequestGuards, {"trusted_hosts": settings.trusted_hosts}),
         (ApiKeyGate, {"keys": settings.api_keys}),
-        (BodyLimit, {"max_bytes": settings.max_body_bytes, "idle_timeout": settings.body_timeout}),
+        (BodyLimit, {"max_bytes": settings.max_body_bytes, "idle_timeout": settings.body_timeout,
+                     "total_timeout": settings.body_total_timeout, "upload_timeout": settings.job_upload_timeout}),
     ]):  # fmt: skip
         app.add_middleware(middleware, **options)
     return app

@@ -175,10 +175,33 @@ class Settings(BaseSettings):
     body_timeout: float = Field(
         30.0, gt=0, description="Seconds the API waits for the next piece of a request body before answering 408."
     )
+    body_total_timeout: float = Field(
+        60.0, gt=0,
+        description="Seconds a whole request body (HTTP, batch-job uploads aside) or gRPC request message may take to "
+        "arrive, however steadily it trickles in; 408 (gRPC: DEADLINE_EXCEEDED) beyond.",
+    )  # fmt: skip
+    job_upload_timeout: float = Field(
+        600.0, gt=0, description="Seconds a whole batch-job upload may take to arrive; 408 beyond."
+    )
     keepalive_timeout: float = Field(5.0, gt=0, description="Seconds an idle keep-alive connection stays open.")
     max_header_bytes: int = Field(
         32 * 1024, ge=1024, description="Largest request line and headers of an HTTP request, in bytes (431 beyond)."
     )
+    grpc_max_connections: int = Field(
+        256, ge=1, description="Most gRPC connections the API accepts at once; further ones are refused."
+    )
+    grpc_max_streams: int = Field(
+        100, ge=1,
+        description="Most concurrent calls (HTTP/2 streams) on one gRPC connection; a client queues further calls.",
+    )  # fmt: skip
+    grpc_idle_timeout: float = Field(
+        300.0, gt=0, description="Seconds a gRPC connection without calls stays open before the server closes it."
+    )
+    grpc_max_connection_age: float = Field(
+        3600.0, gt=0,
+        description="Seconds after which the server asks a gRPC client to reconnect (GOAWAY); calls in flight then "
+        "get RERANK_REQUEST_TIMEOUT plus a margin to finish.",
+    )  # fmt: skip
     trusted_hosts: str = Field(
         "*",
         description="Comma-separated host names the HTTP API answers for (the Host header; `*.example.com` matches "
