@@ -1,5 +1,5 @@
 """The API key check for gRPC (metadata `authorization: Bearer <key>`), as a server interceptor: it runs on
-the call's metadata, so a call without a valid key is refused before its message is decoded."""
+the call's metadata, so a call without a valid key is refused before its message arrives or is decoded."""
 
 from __future__ import annotations
 
@@ -36,10 +36,11 @@ class ApiKeyInterceptor(grpc.aio.ServerInterceptor):
 
 
 def _refusal(rpc: str) -> grpc.RpcMethodHandler:
-    async def refuse(_raw_request: bytes, context: grpc.aio.ServicerContext) -> None:
+    async def refuse(_requests, context: grpc.aio.ServicerContext) -> None:
         with observed_request("grpc", route=rpc, status=grpc.StatusCode.UNAUTHENTICATED.name):
             await abort(context, RerankError(
                 ErrorType.AUTHENTICATION, "missing or invalid API key: send metadata authorization: Bearer <key>"))  # fmt: skip
 
-    # no request deserializer: the message stays the bytes it arrived as
-    return grpc.unary_unary_rpc_method_handler(refuse)
+    # a streaming handler that reads nothing: refused on the call's headers, without waiting for (or decoding)
+    # its message
+    return grpc.stream_unary_rpc_method_handler(refuse)
