@@ -12,7 +12,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler, field_validator, model_serializer
 
-from shared.schemas import INSTRUCTION_DESCRIPTION, RankResult, build_ranking_response
+from shared.schemas import INSTRUCTION_DESCRIPTION, RankResult, bounded_list, build_ranking_response
 
 
 class CohereDocument(BaseModel):
@@ -30,9 +30,10 @@ class CohereRerankRequest(BaseModel):
 
     model: str | None = Field(None, min_length=1, description="A served model id; default: the configured model.")
     query: str = Field(..., min_length=1, description="The query; must not be empty.")
-    documents: list[str | CohereDocument] = Field(
-        ..., min_length=1, description="Candidates to rank: strings or {\"text\": ...} objects."
-    )
+    documents: bounded_list(str | CohereDocument) = Field(  # type: ignore[valid-type]
+        ..., min_length=1, description="Candidates to rank: strings or {\"text\": ...} objects, 1 to "
+        "RERANK_MAX_PASSAGES (413 beyond).",
+    )  # fmt: skip
     top_n: int | None = Field(None, ge=1, description="Return only the best N results.")
     return_documents: bool = Field(False, description="Echo each result's document (v1 and Jina).")
     max_tokens_per_doc: int | None = Field(

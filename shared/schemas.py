@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
+from pydantic_core import PydanticCustomError
+
+from shared.settings import get_settings
 
 Truncate = Literal["NONE", "END"]
 MAX_CHUNKS_DESCRIPTION = (
@@ -16,6 +19,29 @@ INSTRUCTION_DESCRIPTION = (
     "Our extension: the task instruction that fills the {instruction} of the model's prompt (Qwen3-Reranker, "
     "README \"Recipes\"), instead of the model's default. A model whose prompt has no {instruction} answers 400."
 )
+
+
+TOO_MANY_PASSAGES = "too_many_passages"  # the schema error type of a list over RERANK_MAX_PASSAGES (413, not 422)
+
+
+def too_many_passages_message(count: int, limit: int) -> str:
+    """What a client is told when a request carries more than RERANK_MAX_PASSAGES passages."""
+    return f"{count} passages sent; at most {limit} are accepted per request"
+
+
+def _at_most_max_passages(value: object) -> object:
+    """Refuse a list over RERANK_MAX_PASSAGES on its length, before any item is validated: 690,000 tiny
+    passages would otherwise each become a model object first (seconds on the event loop)."""
+    if isinstance(value, list):
+        limit = get_settings().max_passages
+        if len(value) > limit:
+            raise PydanticCustomError(TOO_MANY_PASSAGES, too_many_passages_message(len(value), limit))
+    return value
+
+
+def bounded_list(item: type) -> type:
+    """`list[item]` that refuses more than RERANK_MAX_PASSAGES entries before validating them (TOO_MANY_PASSAGES)."""
+    return Annotated[list[item], BeforeValidator(_at_most_max_passages)]  # type: ignore[valid-type,return-value]
 
 
 class _Strict(BaseModel):
@@ -35,7 +61,9 @@ class RankingRequest(_Strict):
 
     model: str = Field(..., min_length=1, description="A served model id, as listed by GET /v1/models.")
     query: Query
-    passages: list[Passage] = Field(..., min_length=1, description="Candidates to rank, 1 to RERANK_MAX_PASSAGES.")
+    passages: bounded_list(Passage) = Field(  # type: ignore[valid-type]
+        ..., min_length=1, description="Candidates to rank, 1 to RERANK_MAX_PASSAGES (413 beyond)."
+    )
     truncate: Truncate = Field(
         "NONE", description="NONE rejects a pair over the token limit; END cuts the passage from its end."
     )

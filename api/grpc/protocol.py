@@ -11,7 +11,7 @@ import numpy as np
 from tritonclient.grpc import service_pb2 as pb
 
 from shared.errors import ErrorType, RerankError, shown
-from shared.schemas import RankResult, Truncate
+from shared.schemas import RankResult, Truncate, too_many_passages_message
 
 INPUT_NAMES = ("query", "passage")
 OUTPUT_SPECS = {"index": ("INT32", True), "logit": ("FP32", True), "token_count": ("INT32", False)}  # name: (type, [B,1])
@@ -60,10 +60,12 @@ def parse_max_chunks(parameters) -> int | None:
     return int(value)
 
 
-def _split_raw_bytes(raw: bytes, name: str) -> list[bytes]:
-    """Triton's BYTES serialisation: each element is a 4-byte little-endian length, then the bytes."""
+def _split_raw_bytes(raw: bytes, name: str, size: int) -> list[bytes]:
+    """Triton's BYTES serialisation: each element is a 4-byte little-endian length, then the bytes. At most
+    `size` elements are read (the batch size, already checked against RERANK_MAX_PASSAGES): a million tiny
+    elements cost no more than `size` steps before they are refused."""
     items, offset = [], 0
-    while offset < len(raw):
+    while offset < len(raw) and len(items) <= size:
         if offset + 4 > len(raw):
             raise _invalid(f"input '{name}': truncated length prefix in raw_input_contents")
         (length,) = struct.unpack_from("<I", raw, offset)
@@ -75,17 +77,20 @@ def _split_raw_bytes(raw: bytes, name: str) -> list[bytes]:
     return items
 
 
-def _batch_size(tensor, name: str) -> int:
+def _batch_size(tensor, name: str, max_passages: int) -> int:
     shape = list(tensor.shape)
     if len(shape) == 1 or (len(shape) == 2 and shape[1] == 1):
         if shape[0] < 1:
             raise _invalid(f"input '{name}': batch size must be at least 1")
+        if shape[0] > max_passages:  # before a single element is split or decoded
+            raise RerankError(ErrorType.TOO_LARGE, too_many_passages_message(int(shape[0]), max_passages))
         return int(shape[0])
     raise _invalid(f"input '{name}': shape must be [B] or [B, 1], not {shape}")
 
 
-def decode_inputs(request) -> tuple[list[str], list[str]]:
-    """The request's queries and passages, checked: both present, BYTES, same batch size, valid UTF-8."""
+def decode_inputs(request, max_passages: int) -> tuple[list[str], list[str]]:
+    """The request's queries and passages, checked: both present, BYTES, a batch size of at most `max_passages`
+    (RERANK_MAX_PASSAGES, checked on the shape before any element is read), the same for both, valid UTF-8."""
     by_name = {tensor.name: index for index, tensor in enumerate(request.inputs)}
     unknown = sorted(set(by_name) - set(INPUT_NAMES))
     if unknown:
@@ -102,10 +107,12 @@ def decode_inputs(request) -> tuple[list[str], list[str]]:
         tensor = request.inputs[index]
         if tensor.datatype != "BYTES":
             raise _invalid(f"input '{name}' must have datatype BYTES, not {tensor.datatype}")
-        size = _batch_size(tensor, name)
-        elements = _split_raw_bytes(raw[index], name) if raw else list(tensor.contents.bytes_contents)
+        size = _batch_size(tensor, name, max_passages)
+        contents = tensor.contents.bytes_contents
+        elements = _split_raw_bytes(raw[index], name, size) if raw else list(contents[: size + 1])
         if len(elements) != size:
-            raise _invalid(f"input '{name}': shape {list(tensor.shape)} but {len(elements)} elements")
+            count = len(elements) if len(elements) <= size else "more"
+            raise _invalid(f"input '{name}': shape {list(tensor.shape)} but {count} elements")
         try:
             decoded[name] = [element.decode("utf-8") for element in elements]
         except UnicodeDecodeError:

@@ -48,7 +48,7 @@ def translated(method: Callable[..., Awaitable]) -> Callable[..., Awaitable]:
 
 
 class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
-    """The RPCs a Triton client calls; unimplemented ones answer UNIMPLEMENTED (the generated default)."""
+    """The RPCs a Triton client calls; the others answer UNIMPLEMENTED (`_unimplemented`, below)."""
 
     def __init__(self, settings: Settings, service: RankingService) -> None:
         self._settings = settings
@@ -103,7 +103,7 @@ class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
         truncate = protocol.parse_truncate(request.parameters)
         instruction = protocol.parse_instruction(request.parameters)
         max_chunks = protocol.parse_max_chunks(request.parameters)
-        queries, passages = protocol.decode_inputs(request)
+        queries, passages = protocol.decode_inputs(request, self._settings.max_passages)
         remaining = context.time_remaining()
         result = await self._service.score(
             model=model_id, query=queries[0], passages=passages, truncate=truncate, instruction=instruction,
@@ -118,3 +118,20 @@ class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
             outputs=tensors,
             raw_output_contents=contents,
         )
+
+
+def _unimplemented(name: str) -> Callable[..., Awaitable]:
+    async def rpc(self: InferenceServicer, request, context: grpc.aio.ServicerContext):
+        with observed_request("grpc", route=name, status=grpc.StatusCode.UNIMPLEMENTED.name):
+            await context.abort(grpc.StatusCode.UNIMPLEMENTED, f"{name} is not implemented by {SERVER_NAME}")
+
+    rpc.__name__ = name
+    return rpc
+
+
+# The generated defaults raise NotImplementedError, which grpc.aio logs with a traceback on every call
+# (ModelConfig and RepositoryIndex are asked for by Triton tooling): each RPC not served above answers
+# UNIMPLEMENTED quietly instead.
+for _name in dir(service_pb2_grpc.GRPCInferenceServiceServicer):
+    if not _name.startswith("_") and _name not in InferenceServicer.__dict__:
+        setattr(InferenceServicer, _name, _unimplemented(_name))

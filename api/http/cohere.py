@@ -11,12 +11,13 @@ from typing import Literal
 from fastapi import APIRouter, Depends, Request
 
 from api.http.dependencies import ranking_service
-from api.http.middleware.disconnect import unless_disconnected
 from api.http.errors import ERROR_RESPONSES
+from api.http.json_body import JsonBodyRoute
+from api.http.middleware.disconnect import unless_disconnected
 from api.ranking.service import RankingService
 from shared.compat_schemas import CohereRerankRequest, CohereRerankResponse, build_cohere_response
 
-router = APIRouter(responses=ERROR_RESPONSES)
+router = APIRouter(responses=ERROR_RESPONSES, route_class=JsonBodyRoute)
 
 
 async def _cohere_rerank(

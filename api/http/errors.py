@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from typing import Any, Sequence
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -11,9 +12,10 @@ from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from api.ranking.metrics import count_error
-from api.ranking.schema_errors import describe_validation_errors
+from api.http.json_body import UnreadableBody
+from api.ranking.schema_errors import describe_validation_errors, field_path
 from shared.errors import ErrorType, RerankError
-from shared.schemas import ErrorBody, ErrorEnvelope
+from shared.schemas import TOO_MANY_PASSAGES, ErrorBody, ErrorEnvelope
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +62,17 @@ def error_response(error: RerankError, status: int | None = None) -> JSONRespons
     return JSONResponse(body.model_dump(), status_code=status, headers=headers)
 
 
+def schema_error(errors: Sequence[dict[str, Any]]) -> RerankError:
+    """The error for a body the schema refused: 413 for too many passages (refused on the list's length), 400 for
+    text that is not valid Unicode (a lone surrogate), as when the service checks them; else 422."""
+    for err in errors:
+        if err.get("type") == TOO_MANY_PASSAGES:
+            return RerankError(ErrorType.TOO_LARGE, err["msg"])
+        if err.get("type") == "string_unicode":
+            return RerankError(ErrorType.VALIDATION, f"{field_path(err.get('loc', ()))} is not valid Unicode (a lone surrogate)")
+    return RerankError(ErrorType.INVALID_BODY, describe_validation_errors(errors))
+
+
 def install_error_handlers(app: FastAPI) -> None:
     """Every error leaves the API as the one envelope; no exception text reaches a client."""
 
@@ -69,12 +82,13 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
-        return error_response(RerankError(ErrorType.INVALID_BODY, describe_validation_errors(exc.errors())))
+        return error_response(schema_error(exc.errors()))
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
-        if exc.status_code == 400:  # FastAPI could not read the body: in practice, bytes that are not UTF-8
-            return error_response(RerankError(ErrorType.VALIDATION, "the body is not valid UTF-8 JSON"))
+        if exc.status_code == 400:  # the body could not be read as JSON: api/http/json_body.py says why
+            message = exc.detail if isinstance(exc, UnreadableBody) else "the body could not be read as UTF-8 JSON"
+            return error_response(RerankError(ErrorType.VALIDATION, message))
         type_ = _STATUS_TYPE.get(exc.status_code, ErrorType.INVALID_BODY)
         response = error_response(RerankError(type_, str(exc.detail)), exc.status_code)
         if exc.status_code == 408:  # the rest of that body would be read as the next request

@@ -6,11 +6,12 @@ from fastapi import APIRouter, Depends, Request, Response
 
 from api.http.dependencies import ranking_service
 from api.http.errors import ERROR_RESPONSES, json_response
+from api.http.json_body import JsonBodyRoute
 from api.http.middleware.disconnect import unless_disconnected
 from api.ranking.service import RankingService
 from shared.schemas import RankingRequest, RankingResponse, build_ranking_response
 
-router = APIRouter(responses=ERROR_RESPONSES)
+router = APIRouter(responses=ERROR_RESPONSES, route_class=JsonBodyRoute)
 
 
 @router.post("/v1/ranking", response_model=RankingResponse, tags=["ranking"])

@@ -2,8 +2,9 @@
 
 uvicorn bounds keep-alive but not how long a request's headers may take or how large they may be, so the
 HTTP/1.1 protocol here adds both: headers not complete within RERANK_HEADER_TIMEOUT close the connection
-(408), and headers over RERANK_MAX_HEADER_BYTES are answered 431. It also applies RERANK_MAX_CONNECTIONS
-itself (uvicorn's limit_concurrency test), answering 503 in the error envelope, not uvicorn's plain text.
+(408), and headers over RERANK_MAX_HEADER_BYTES are answered 431, whether they arrive in pieces or in one
+read. It also applies RERANK_MAX_CONNECTIONS itself (uvicorn's limit_concurrency test), answering 503 in the
+error envelope, and answers a request it cannot parse with the 400 envelope (uvicorn's are plain text).
 A body that stops arriving is timed out in the ASGI middleware (api/http/middleware/body_limit.py). The
 graceful shutdown waits for requests as long as they may run (RERANK_REQUEST_TIMEOUT), plus a margin.
 
@@ -34,7 +35,11 @@ def _raw_answer(status: int, error: RerankError) -> bytes:
     return b"\r\n".join([*head, b"connection: close", b"", response.body])
 
 
-_REASONS = {408: "Request Timeout", 431: "Request Header Fields Too Large"}
+_REASONS = {400: "Bad Request", 408: "Request Timeout", 431: "Request Header Fields Too Large"}
+
+
+class HeadersTooLarge(Exception):
+    """Raised from a parser callback to stop parsing a request whose line and headers are over the limit."""
 
 OVER_CAPACITY_RETRY_SECONDS = 1
 
@@ -57,7 +62,8 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         self._header_timeout = header_timeout
         self._max_header_bytes = max_header_bytes
         self._max_connections = max_connections
-        self._header_bytes = 0
+        self._header_bytes = 0  # bytes received while the headers were incomplete
+        self._parsed_header_bytes = 0  # the request line and headers as parsed, however they arrived
         self._header_timer: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport) -> None:  # type: ignore[override]
@@ -70,7 +76,7 @@ class GuardedHttpProtocol(HttpToolsProtocol):
 
     def _await_headers(self) -> None:
         self._headers_arrived()
-        self._header_bytes = 0
+        self._header_bytes = self._parsed_header_bytes = 0
         self._header_timer = self.loop.call_later(self._header_timeout, self._refuse, 408, RerankError(
             ErrorType.TIMEOUT, "the request headers did not arrive within RERANK_HEADER_TIMEOUT"))  # fmt: skip
 
@@ -92,6 +98,29 @@ class GuardedHttpProtocol(HttpToolsProtocol):
             self._header_bytes += len(data)
             if self._header_bytes > self._max_header_bytes:
                 self._refuse(431, RerankError(ErrorType.TOO_LARGE, "request headers over RERANK_MAX_HEADER_BYTES"))
+
+    def send_400_response(self, msg: str) -> None:
+        """A request that could not be parsed (uvicorn answers in plain text), or one whose headers a parser
+        callback found over the limit: the error envelope."""
+        if self._parsed_header_bytes > self._max_header_bytes:
+            self._refuse(431, RerankError(ErrorType.TOO_LARGE, "request headers over RERANK_MAX_HEADER_BYTES"))
+        else:
+            self._refuse(400, RerankError(ErrorType.VALIDATION, "malformed HTTP request"))
+
+    def _count_parsed(self, size: int) -> None:
+        # counted as parsed, so that headers arriving in one read (the data_received count never sees them
+        # incomplete) meet the limit too; the exception stops the parser, and uvicorn calls send_400_response
+        self._parsed_header_bytes += size
+        if self._parsed_header_bytes > self._max_header_bytes:
+            raise HeadersTooLarge
+
+    def on_url(self, url: bytes) -> None:
+        self._count_parsed(len(url))
+        super().on_url(url)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._count_parsed(len(name) + len(value) + 4)  # ": " and CRLF
+        super().on_header(name, value)
 
     def on_message_begin(self) -> None:
         super().on_message_begin()

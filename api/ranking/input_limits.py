@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from shared.errors import ErrorType, RerankError
+from shared.schemas import too_many_passages_message
 from shared.settings import Settings
 
 
@@ -13,10 +14,7 @@ def check_request(settings: Settings, query: str, passages: list[str]) -> None:
     tokenizer, and no UTF-8 encoder, accepts, so they are refused here rather than failing in a worker.
     """
     if len(passages) > settings.max_passages:
-        raise RerankError(
-            ErrorType.TOO_LARGE,
-            f"{len(passages)} passages sent; at most {settings.max_passages} are accepted per request",
-        )
+        raise RerankError(ErrorType.TOO_LARGE, too_many_passages_message(len(passages), settings.max_passages))
     texts = [query, *passages]  # index 0 is the query, i + 1 is passage i
     lengths = list(map(len, texts))
     limit = settings.max_passage_chars

@@ -1,13 +1,15 @@
-"""gRPC streams opened and never sent (HEADERS without DATA) cannot pile up: each connection takes at most
-RERANK_GRPC_MAX_STREAMS at once (the rest are refused), a call whose message has not arrived within
-RERANK_BODY_TOTAL_TIMEOUT ends with DEADLINE_EXCEEDED, connections past RERANK_GRPC_MAX_CONNECTIONS are
-refused, the API's memory stays bounded and ServerLive answers meanwhile. A raw HTTP/2 client (`h2`)
-plays the attacker."""
+"""gRPC against a hostile client. Streams opened and never sent (HEADERS without DATA) cannot pile up: each
+connection takes at most RERANK_GRPC_MAX_STREAMS at once (the rest are refused), a call whose message has not
+arrived within RERANK_BODY_TOTAL_TIMEOUT ends with DEADLINE_EXCEEDED, connections past
+RERANK_GRPC_MAX_CONNECTIONS are refused, the API's memory stays bounded and ServerLive answers meanwhile (a
+raw HTTP/2 client, `h2`, plays the attacker). A batch of a million BYTES elements is refused on its shape
+without stalling the event loop, and the RPCs not served answer UNIMPLEMENTED without a traceback."""
 
 from __future__ import annotations
 
 import selectors
 import socket
+import struct
 import threading
 import time
 from pathlib import Path
@@ -17,14 +19,16 @@ import h2.config
 import h2.connection
 import h2.events
 import h2.exceptions
+import httpx
 import pytest
 from tritonclient.grpc import service_pb2 as pb
 from tritonclient.grpc import service_pb2_grpc
 
+from api.ranking.model_names import grpc_model_name
 from tests.processes import silent_worker, start_api
 
 MODEL_ID = "grpc/stream-limits"
-LIMITS = {"grpc_max_streams": 8, "grpc_max_connections": 24, "body_total_timeout": 2}
+LIMITS = {"grpc_max_streams": 8, "grpc_max_connections": 24, "body_total_timeout": 2, "max_body_bytes": 16 * 1024 * 1024}
 INFER = "/inference.GRPCInferenceService/ModelInfer"
 
 
@@ -168,3 +172,48 @@ def test_connections_past_the_cap_are_refused(grpc_api):
     for conn in connections:
         conn.sock.close()
     assert closed >= 16, f"{closed} of {len(connections)} connections closed"
+
+
+def _probe_health(url: str, stop: threading.Event, latencies: list[float]) -> None:
+    with httpx.Client(timeout=30) as client:
+        while not stop.is_set():
+            started = time.monotonic()
+            assert client.get(url + "/v1/health/live").status_code == 200
+            latencies.append(time.monotonic() - started)
+            time.sleep(0.02)
+
+
+def test_a_million_bytes_elements_are_refused_on_their_shape_without_stalling_health(grpc_api):
+    count = 1_000_000
+    request = pb.ModelInferRequest(model_name=grpc_model_name(MODEL_ID))
+    for name, element in (("query", b"q"), ("passage", b"")):
+        request.inputs.add(name=name, datatype="BYTES", shape=[count])
+        request.raw_input_contents.append((struct.pack("<I", len(element)) + element) * count)
+    stop, latencies = threading.Event(), []
+    probe = threading.Thread(target=_probe_health, args=(grpc_api.extra["url"], stop, latencies), daemon=True)
+    probe.start()
+    time.sleep(0.3)
+    with grpc.insecure_channel(grpc_api.extra["grpc"], options=[("grpc.max_send_message_length", -1)]) as channel:
+        stub = service_pb2_grpc.GRPCInferenceServiceStub(channel)
+        for _ in range(3):
+            with pytest.raises(grpc.RpcError) as refused:
+                stub.ModelInfer(request, timeout=30)
+            assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT, refused.value.details()
+            assert "1000000 passages sent; at most 512" in refused.value.details()
+    time.sleep(0.2)
+    stop.set()
+    probe.join(30)
+    print(f"\nhealth during three 1,000,000-element calls: max {max(latencies) * 1000:.0f} ms over {len(latencies)}")
+    assert max(latencies) < 0.5, f"slowest health probe {max(latencies):.2f} s"
+
+
+def test_rpcs_not_served_answer_unimplemented_without_a_traceback(grpc_api):
+    with grpc.insecure_channel(grpc_api.extra["grpc"]) as channel:
+        stub = service_pb2_grpc.GRPCInferenceServiceStub(channel)
+        for call in (lambda: stub.ModelConfig(pb.ModelConfigRequest(name="m"), timeout=10),
+                     lambda: stub.RepositoryIndex(pb.RepositoryIndexRequest(), timeout=10)):  # fmt: skip
+            with pytest.raises(grpc.RpcError) as refused:
+                call()
+            assert refused.value.code() == grpc.StatusCode.UNIMPLEMENTED, refused.value.details()
+    time.sleep(0.5)
+    assert "Traceback" not in grpc_api.log() and "NotImplementedError" not in grpc_api.log()
