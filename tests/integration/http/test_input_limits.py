@@ -82,6 +82,33 @@ def test_malformed_bodies_are_4xx_envelopes(limited_api, bert_stack, raw):
     assert bert_stack.worker.process.poll() is None
 
 
+@pytest.mark.parametrize(
+    ("route", "raw"),
+    [
+        ("/v1/ranking", b'{"model": "M", "query": {"text": "\\ud800"}, "passages": [{"text": "p"}]}'),
+        ("/v1/ranking", b'{"model": "M", "query": {"text": "q"}, "passages": [{"text": "p\\udc00"}]}'),
+        ("/v1/rerank", b'{"model": "M", "query": "\\ud800", "documents": ["p"]}'),
+        ("/v1/rerank", b'{"model": "M", "query": "q", "documents": [{"text": "\\udfff"}]}'),
+    ],
+    ids=["ranking-query", "ranking-passage", "cohere-query", "cohere-document"],
+)
+def test_a_lone_surrogate_is_400_wherever_it_is(limited_api, bert_stack, route, raw):
+    """README: text that is not valid Unicode is 400, the field named, on every route."""
+    raw = raw.replace(b'"M"', json.dumps(bert_stack.model_id).encode())
+    response = httpx.post(limited_api.extra["url"] + route, content=raw, headers={"content-type": "application/json"})
+    assert _error(response, 400) == "validation_error"
+    assert "not valid Unicode" in response.json()["error"]["message"]
+
+
+def test_a_body_nested_too_deeply_is_told_so(limited_api, bert_stack):
+    for route in ("/v1/ranking", "/v1/rerank"):
+        response = httpx.post(limited_api.extra["url"] + route, content=b"[" * 2000 + b"]" * 2000,
+                              headers={"content-type": "application/json"})  # fmt: skip
+        assert _error(response, 400) == "validation_error"
+        assert "nests" in response.json()["error"]["message"], response.text
+        assert "UTF-8" not in response.json()["error"]["message"]
+
+
 def test_job_uploads_keep_their_own_limit(limited_api, bert_stack):
     """An NDJSON upload larger than RERANK_MAX_BODY_BYTES is still a job (RERANK_JOB_MAX_UPLOAD_BYTES applies)."""
     line = json.dumps(_body(bert_stack.model_id, "a passage of a batch job"))

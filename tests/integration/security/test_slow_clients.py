@@ -12,6 +12,7 @@ import time
 import httpx
 import pytest
 
+from shared.schemas import ErrorEnvelope
 from tests.processes import silent_worker, start_api
 
 MODEL_ID = "slow/clients"
@@ -73,6 +74,35 @@ def test_an_oversized_header_is_refused(guarded_api):
         except (ConnectionResetError, TimeoutError):
             pass
     assert answer.startswith(b"HTTP/1.1 431"), answer[:200]
+
+
+@pytest.mark.parametrize("kib", [20, 40, 70])
+def test_an_oversized_header_in_one_write_is_refused(guarded_api, kib):
+    """Headers complete in one read never looked incomplete to the piece-by-piece count: they are counted as parsed."""
+    with _connect(guarded_api) as sock:
+        sock.settimeout(10)
+        sock.sendall(b"GET /v1/health/live HTTP/1.1\r\nHost: localhost\r\nX-Big: " + b"b" * (kib * 1024) + b"\r\n\r\n")
+        answer = sock.recv(65536)
+    assert answer.startswith(b"HTTP/1.1 431"), answer[:200]
+    assert b'"type":"request_too_large"' in answer.replace(b" ", b"")
+
+
+@pytest.mark.parametrize("request_bytes", [
+    b"GARBAGE\r\n\r\n",
+    b"GET /v1/health/live HTTP/1.1\r\nHost: localhost\r\nA header without a colon\r\n\r\n",
+    b"POST /v1/ranking HTTP/1.1\r\nHost: localhost\r\nContent-Length: 5\r\nContent-Length: 7\r\n\r\nabcde",
+], ids=["not-http", "header-without-colon", "two-lengths"])  # fmt: skip
+def test_malformed_http_gets_the_400_envelope(guarded_api, request_bytes):
+    with _connect(guarded_api) as sock:
+        sock.settimeout(10)
+        sock.sendall(request_bytes)
+        answer = b""
+        while piece := sock.recv(65536):
+            answer += piece
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 400"), answer[:300]
+    assert b"application/json" in head.lower()
+    assert ErrorEnvelope.model_validate_json(body).error.type == "validation_error"
 
 
 def test_a_body_that_stops_arriving_is_answered_408(guarded_api):
