@@ -62,7 +62,10 @@ class GrpcServer:
         self._settings = settings
         self._service = service
         self._server = grpc.aio.server(
-            interceptors=[ApiKeyInterceptor(settings.api_keys), MessageDeadlineInterceptor(settings.body_total_timeout)],
+            interceptors=[
+                ApiKeyInterceptor(settings.api_keys),  # first: a keyless call is refused before anything waits
+                MessageDeadlineInterceptor(settings.body_total_timeout),
+            ],
             options=server_options(settings),
         )
         service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(InferenceServicer(settings, service), self._server)

@@ -69,7 +69,8 @@ def schema_error(errors: Sequence[dict[str, Any]]) -> RerankError:
         if err.get("type") == TOO_MANY_PASSAGES:
             return RerankError(ErrorType.TOO_LARGE, err["msg"])
         if err.get("type") == "string_unicode":
-            return RerankError(ErrorType.VALIDATION, f"{field_path(err.get('loc', ()))} is not valid Unicode (a lone surrogate)")
+            field = field_path(err.get("loc", ()))
+            return RerankError(ErrorType.VALIDATION, f"{field} is not valid Unicode (a lone surrogate)")
     return RerankError(ErrorType.INVALID_BODY, describe_validation_errors(errors))
 
 

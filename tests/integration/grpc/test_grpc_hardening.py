@@ -19,25 +19,23 @@ import h2.config
 import h2.connection
 import h2.events
 import h2.exceptions
-import httpx
 import pytest
 from tritonclient.grpc import service_pb2 as pb
 from tritonclient.grpc import service_pb2_grpc
 
 from api.ranking.model_names import grpc_model_name
-from tests.processes import silent_worker, start_api
+from tests.integration.hostile_clients import health_probes, silent_api
 
 MODEL_ID = "grpc/stream-limits"
-LIMITS = {"grpc_max_streams": 8, "grpc_max_connections": 24, "body_total_timeout": 2, "max_body_bytes": 16 * 1024 * 1024}
+LIMITS = {"grpc_max_streams": 8, "grpc_max_connections": 24, "body_total_timeout": 2,
+          "max_body_bytes": 16 * 1024 * 1024}  # fmt: skip
 INFER = "/inference.GRPCInferenceService/ModelInfer"
 
 
 @pytest.fixture(scope="module")
 def grpc_api(log_dir, redis_server):
-    with silent_worker(redis_server.extra["url"], MODEL_ID):
-        api = start_api(log_dir, redis_url=redis_server.extra["url"], model="unused", model_id=MODEL_ID, **LIMITS)
+    with silent_api(log_dir, redis_server, MODEL_ID, **LIMITS) as api:
         yield api
-        api.stop()
 
 
 def _rss_mb(pid: int) -> float:
@@ -174,35 +172,20 @@ def test_connections_past_the_cap_are_refused(grpc_api):
     assert closed >= 16, f"{closed} of {len(connections)} connections closed"
 
 
-def _probe_health(url: str, stop: threading.Event, latencies: list[float]) -> None:
-    with httpx.Client(timeout=30) as client:
-        while not stop.is_set():
-            started = time.monotonic()
-            assert client.get(url + "/v1/health/live").status_code == 200
-            latencies.append(time.monotonic() - started)
-            time.sleep(0.02)
-
-
 def test_a_million_bytes_elements_are_refused_on_their_shape_without_stalling_health(grpc_api):
     count = 1_000_000
     request = pb.ModelInferRequest(model_name=grpc_model_name(MODEL_ID))
     for name, element in (("query", b"q"), ("passage", b"")):
         request.inputs.add(name=name, datatype="BYTES", shape=[count])
         request.raw_input_contents.append((struct.pack("<I", len(element)) + element) * count)
-    stop, latencies = threading.Event(), []
-    probe = threading.Thread(target=_probe_health, args=(grpc_api.extra["url"], stop, latencies), daemon=True)
-    probe.start()
-    time.sleep(0.3)
-    with grpc.insecure_channel(grpc_api.extra["grpc"], options=[("grpc.max_send_message_length", -1)]) as channel:
+    channel = grpc.insecure_channel(grpc_api.extra["grpc"], options=[("grpc.max_send_message_length", -1)])
+    with health_probes(grpc_api.extra["url"]) as latencies, channel:
         stub = service_pb2_grpc.GRPCInferenceServiceStub(channel)
         for _ in range(3):
             with pytest.raises(grpc.RpcError) as refused:
                 stub.ModelInfer(request, timeout=30)
             assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT, refused.value.details()
             assert "1000000 passages sent; at most 512" in refused.value.details()
-    time.sleep(0.2)
-    stop.set()
-    probe.join(30)
     print(f"\nhealth during three 1,000,000-element calls: max {max(latencies) * 1000:.0f} ms over {len(latencies)}")
     assert max(latencies) < 0.5, f"slowest health probe {max(latencies):.2f} s"
 

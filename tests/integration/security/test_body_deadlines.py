@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from tests.processes import silent_worker, start_api
+from tests.integration.hostile_clients import connect, silent_api
 
 KEY = "body-deadlines-key"
 MODEL_ID = "body/deadlines"
@@ -17,15 +17,8 @@ LIMITS = {"body_timeout": 2, "body_total_timeout": 3, "keepalive_timeout": 1, "a
 
 @pytest.fixture(scope="module")
 def keyed_api(log_dir, redis_server):
-    with silent_worker(redis_server.extra["url"], MODEL_ID):
-        api = start_api(log_dir, redis_url=redis_server.extra["url"], model="unused", model_id=MODEL_ID, **LIMITS)
+    with silent_api(log_dir, redis_server, MODEL_ID, **LIMITS) as api:
         yield api
-        api.stop()
-
-
-def _connect(api) -> socket.socket:
-    host, port = api.extra["url"].removeprefix("http://").split(":")
-    return socket.create_connection((host, int(port)))
 
 
 def _drip_until_closed(sock: socket.socket, every: float, seconds: float) -> tuple[float, bytes]:
@@ -48,7 +41,7 @@ def _drip_until_closed(sock: socket.socket, every: float, seconds: float) -> tup
 
 
 def test_a_keyless_client_dripping_its_body_after_the_401_is_disconnected(keyed_api):
-    with _connect(keyed_api) as sock:
+    with connect(keyed_api) as sock:
         sock.sendall(b"POST /v1/ranking HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
                      b"Content-Length: 1000000\r\n\r\n{")  # fmt: skip
         took, answer = _drip_until_closed(sock, every=0.2, seconds=12)
@@ -59,7 +52,7 @@ def test_a_keyless_client_dripping_its_body_after_the_401_is_disconnected(keyed_
 
 
 def test_an_authenticated_body_dripped_slowly_is_answered_408_within_the_total_deadline(keyed_api):
-    with _connect(keyed_api) as sock:
+    with connect(keyed_api) as sock:
         sock.sendall(b"POST /v1/ranking HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
                      b"Authorization: Bearer " + KEY.encode() + b"\r\nContent-Length: 100000\r\n\r\n{")  # fmt: skip
         took, answer = _drip_until_closed(sock, every=0.5, seconds=15)  # each byte well within RERANK_BODY_TIMEOUT

@@ -4,32 +4,19 @@ event loop that every request shares: a health probe stays fast while a client s
 from __future__ import annotations
 
 import json
-import threading
-import time
 
 import httpx
 import pytest
 
-from tests.processes import silent_worker, start_api
+from tests.integration.hostile_clients import health_probes, silent_api
 
 MODEL_ID = "many/passages"
 
 
 @pytest.fixture(scope="module")
 def api(log_dir, redis_server):
-    with silent_worker(redis_server.extra["url"], MODEL_ID):
-        proc = start_api(log_dir, redis_url=redis_server.extra["url"], model="unused", model_id=MODEL_ID)
+    with silent_api(log_dir, redis_server, MODEL_ID) as proc:
         yield proc
-        proc.stop()
-
-
-def _probe(url: str, stop: threading.Event, latencies: list[float]) -> None:
-    with httpx.Client(timeout=30) as client:
-        while not stop.is_set():
-            started = time.monotonic()
-            assert client.get(url + "/v1/health/live").status_code == 200
-            latencies.append(time.monotonic() - started)
-            time.sleep(0.02)
 
 
 @pytest.mark.parametrize(("route", "field", "item"), [
@@ -41,18 +28,11 @@ def test_690000_tiny_passages_are_413_without_stalling_health(api, route, field,
     body = json.dumps({"model": MODEL_ID, "query": query, field: [item] * 690_000}, separators=(",", ":")).encode()
     assert len(body) < 8 * 1024 * 1024  # under RERANK_MAX_BODY_BYTES: only the passage limit refuses it
     url = api.extra["url"]
-    stop, latencies = threading.Event(), []
-    probe = threading.Thread(target=_probe, args=(url, stop, latencies), daemon=True)
-    probe.start()
-    time.sleep(0.3)
-    with httpx.Client(timeout=60) as client:
+    with health_probes(url) as latencies, httpx.Client(timeout=60) as client:
         for _ in range(3):
             response = client.post(url + route, content=body, headers={"content-type": "application/json"})
             assert response.status_code == 413, response.text[:300]
             assert response.json()["error"]["message"] == "690000 passages sent; at most 512 are accepted per request"
-    time.sleep(0.2)
-    stop.set()
-    probe.join(30)
     print(f"\nhealth during three 690,000-passage bodies ({len(body) / 1e6:.1f} MB): max "
           f"{max(latencies) * 1000:.0f} ms over {len(latencies)} probes")
     assert max(latencies) < 0.5, f"slowest health probe {max(latencies):.2f} s"

@@ -13,6 +13,7 @@ import httpx
 import pytest
 
 from shared.schemas import ErrorEnvelope
+from tests.integration.hostile_clients import connect, silent_api
 from tests.processes import silent_worker, start_api
 
 MODEL_ID = "slow/clients"
@@ -21,15 +22,8 @@ LIMITS = {"header_timeout": 2, "body_timeout": 2, "max_header_bytes": 16384, "ke
 
 @pytest.fixture(scope="module")
 def guarded_api(log_dir, redis_server):
-    with silent_worker(redis_server.extra["url"], MODEL_ID):
-        api = start_api(log_dir, redis_url=redis_server.extra["url"], model="unused", model_id=MODEL_ID, **LIMITS)
+    with silent_api(log_dir, redis_server, MODEL_ID, **LIMITS) as api:
         yield api
-        api.stop()
-
-
-def _connect(api) -> socket.socket:
-    host, port = api.extra["url"].removeprefix("http://").split(":")
-    return socket.create_connection((host, int(port)))
 
 
 def _drip(sock: socket.socket, data: bytes, every: float, seconds: float) -> tuple[float, bytes]:
@@ -51,7 +45,7 @@ def _drip(sock: socket.socket, data: bytes, every: float, seconds: float) -> tup
 
 
 def test_a_dripped_header_is_closed_within_the_timeout(guarded_api):
-    with _connect(guarded_api) as sock:
+    with connect(guarded_api) as sock:
         took, answer = _drip(sock, b"GET /v1/health/live HTTP/1.1\r\nHost: localhost\r\nX-Slow: " + b"a" * 1000,
                              every=0.2, seconds=15)  # fmt: skip
     assert answer != b"still open", f"the connection was still open after {took:.1f}s"
@@ -60,7 +54,7 @@ def test_a_dripped_header_is_closed_within_the_timeout(guarded_api):
 
 
 def test_an_oversized_header_is_refused(guarded_api):
-    with _connect(guarded_api) as sock:
+    with connect(guarded_api) as sock:
         sock.sendall(b"GET /v1/health/live HTTP/1.1\r\nHost: localhost\r\nX-Big: ")
         sock.settimeout(10)
         answer = b""
@@ -79,7 +73,7 @@ def test_an_oversized_header_is_refused(guarded_api):
 @pytest.mark.parametrize("kib", [20, 40, 70])
 def test_an_oversized_header_in_one_write_is_refused(guarded_api, kib):
     """Headers complete in one read never looked incomplete to the piece-by-piece count: they are counted as parsed."""
-    with _connect(guarded_api) as sock:
+    with connect(guarded_api) as sock:
         sock.settimeout(10)
         sock.sendall(b"GET /v1/health/live HTTP/1.1\r\nHost: localhost\r\nX-Big: " + b"b" * (kib * 1024) + b"\r\n\r\n")
         answer = sock.recv(65536)
@@ -93,7 +87,7 @@ def test_an_oversized_header_in_one_write_is_refused(guarded_api, kib):
     b"POST /v1/ranking HTTP/1.1\r\nHost: localhost\r\nContent-Length: 5\r\nContent-Length: 7\r\n\r\nabcde",
 ], ids=["not-http", "header-without-colon", "two-lengths"])  # fmt: skip
 def test_malformed_http_gets_the_400_envelope(guarded_api, request_bytes):
-    with _connect(guarded_api) as sock:
+    with connect(guarded_api) as sock:
         sock.settimeout(10)
         sock.sendall(request_bytes)
         answer = b""
@@ -107,7 +101,7 @@ def test_malformed_http_gets_the_400_envelope(guarded_api, request_bytes):
 
 def test_a_body_that_stops_arriving_is_answered_408(guarded_api):
     body = json.dumps({"model": MODEL_ID, "query": {"text": "q"}, "passages": [{"text": "p"}]}).encode()
-    with _connect(guarded_api) as sock:
+    with connect(guarded_api) as sock:
         sock.sendall(b"POST /v1/ranking HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
                      b"Content-Length: %d\r\n\r\n" % len(body) + body[:10])  # fmt: skip
         started = time.monotonic()
@@ -124,7 +118,7 @@ def test_a_body_that_stops_arriving_is_answered_408(guarded_api):
 
 
 def test_an_idle_keep_alive_connection_is_closed_after_the_keepalive_timeout(guarded_api):
-    with _connect(guarded_api) as sock:
+    with connect(guarded_api) as sock:
         sock.sendall(b"GET /v1/health/live HTTP/1.1\r\nHost: localhost\r\n\r\n")
         sock.settimeout(10)
         answer = sock.recv(65536)
@@ -146,7 +140,7 @@ def test_past_max_connections_a_request_gets_the_503_envelope(log_dir, redis_ser
         api = start_api(log_dir, redis_url=redis_server.extra["url"], model="unused", model_id=MODEL_ID,
                         max_connections=3, header_timeout=30)  # fmt: skip
         try:
-            idle = [_connect(api) for _ in range(3)]  # connected, nothing sent yet
+            idle = [connect(api) for _ in range(3)]  # connected, nothing sent yet
             time.sleep(0.3)
             with httpx.Client(timeout=10) as client:
                 refused = client.get(api.extra["url"] + "/v1/health/live")
