@@ -41,6 +41,7 @@ _REASONS = {400: "Bad Request", 408: "Request Timeout", 431: "Request Header Fie
 class HeadersTooLarge(Exception):
     """Raised from a parser callback to stop parsing a request whose line and headers are over the limit."""
 
+
 OVER_CAPACITY_RETRY_SECONDS = 1
 
 
