@@ -11,8 +11,8 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from api.ranking.metrics import count_error
 from api.http.json_body import UnreadableBody
+from api.ranking.metrics import count_error
 from api.ranking.schema_errors import describe_validation_errors, field_path
 from shared.errors import ErrorType, RerankError
 from shared.schemas import TOO_MANY_PASSAGES, ErrorBody, ErrorEnvelope
