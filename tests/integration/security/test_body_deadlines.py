@@ -51,6 +51,19 @@ def test_a_keyless_client_dripping_its_body_after_the_401_is_disconnected(keyed_
     assert took < 2, took
 
 
+@pytest.mark.parametrize(("headers", "status"), [
+    (b"Content-Type: application/json\r\nContent-Length: 99999999\r\n", b"413"),  # over RERANK_MAX_BODY_BYTES
+    (b"Content-Type: text/plain\r\nContent-Length: 1000000\r\n", b"415"),
+], ids=["413-declared", "415"])  # fmt: skip
+def test_other_answers_before_the_body_close_the_connection_too(keyed_api, headers, status):
+    with connect(keyed_api) as sock:
+        sock.sendall(b"POST /v1/ranking HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer " + KEY.encode()
+                     + b"\r\n" + headers + b"\r\n{")  # fmt: skip
+        took, answer = _drip_until_closed(sock, every=0.2, seconds=12)
+    assert answer.startswith(b"HTTP/1.1 " + status), answer[:200]
+    assert not answer.endswith(b"<still open>") and took < 2, (took, answer[-40:])
+
+
 def test_an_authenticated_body_dripped_slowly_is_answered_408_within_the_total_deadline(keyed_api):
     with connect(keyed_api) as sock:
         sock.sendall(b"POST /v1/ranking HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
