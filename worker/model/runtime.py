@@ -3,8 +3,8 @@
 The recipe (worker/text/recipes.py) picks how pairs become tokens (the tokenizer's pair encoding, or a
 prompt: worker/text/prompting.py) and how a score is read (the classifier's logit, or token logits of a
 causal LM: worker/model/token_logits.py). The engine's loop sees it only through `launch` (flat token arrays
-in, one float32 logit per pair and the pass's device time out) and `warmup`; the tokenizer and recipe it loads with the model are handed
-to the worker's Celery process, which tokenizes. `encode` is here for in-process use (benchmarks, tests,
+in; one float32 logit per pair and the pass's device time out) and `warmup`; the tokenizer and recipe it
+loads with the model are handed to the worker's Celery process, which tokenizes. `encode` is here for in-process use (benchmarks, tests,
 the warm-up).
 """
 
