@@ -8,6 +8,7 @@ when every pair of an encoder's batch has one length, else an additive [pairs, 1
 (0 where a key is a real token, the dtype's minimum where it is padding), for a causal model combined with
 its triangle ([pairs, 1, longest, longest]) and for sliding-window layers with their window. transformers
 takes a 4-D mask as it is. The masks are built on the device from the lengths, in queued operations only.
+The runtime uses them on CUDA (worker/model/runtime.py, `host_masks`); a CPU has nothing to wait for.
 """
 
 from __future__ import annotations

@@ -60,6 +60,10 @@ class CrossEncoder:
         self.device = device
         self.pairs = text_encoder(tokenizer, recipe, max_seq_len=max_seq_len, uses_type_ids=uses_token_type_ids)
         self.masks = HostMasks.of(model.decoder if isinstance(model, TokenLogits) else model)
+        # On CUDA masks are decided on the host (transformers' own path reads the device every pass); on a CPU
+        # there is nothing to wait for, and transformers' path keeps SDPA's causal kernel for a batch of one
+        # length (a 4-layer decoder took 1.29x as long with the host's triangle, 2026-12-06)
+        self.host_masks = device.type == "cuda"
 
     @classmethod
     def load(cls, settings: Settings) -> "CrossEncoder":
@@ -168,9 +172,12 @@ class CrossEncoder:
         if self.layout != "transformers":
             layout = PackedBatch.of if self.layout == "packed" else PackedBatch.padded_rows
             return self.own_forward.logits(layout(pairs, self.uses_token_type_ids), self.device, to_device)
-        input_ids, _, type_ids = pad_batch(pairs, self.pad_token_id)
+        input_ids, padding, type_ids = pad_batch(pairs, self.pad_token_id)
         ids = to_device(torch.from_numpy(input_ids), self.device)
-        mask = self.masks.for_batch(pairs.lengths, self.device, to_device)
+        if self.host_masks:
+            mask = self.masks.for_batch(pairs.lengths, self.device, to_device)
+        else:
+            mask = to_device(torch.from_numpy(padding), self.device)
         if isinstance(self.model, TokenLogits):
             lengths = to_device(torch.from_numpy(pairs.lengths.astype(np.int64)), self.device)
             return self.model(ids, mask, lengths=lengths)[:, None]

@@ -3,8 +3,8 @@
 On CUDA a device-to-host read inside a pass (`.item()`, `bool(tensor)`, `nonzero`, a boolean index...) waits
 for every queued pass, so the engine cannot queue the next pass while one runs. The check runs the engine's
 `launch` on a CPU under a TorchDispatchMode that records every op that would force such a read on a device,
-in the layout CUDA takes (transformers' forward), over batches of mixed lengths and of one length. A
-transformers upgrade that brings a read back fails here.
+in the layout and with the masks CUDA takes (transformers' forward, `host_masks`), over batches of mixed
+lengths and of one length. A transformers upgrade that brings a read back fails here.
 """
 
 from __future__ import annotations
@@ -96,7 +96,8 @@ PASSAGES = ["a short passage", "a passage of a good many more words than the fir
 def encoder(request, tmp_path) -> CrossEncoder:
     model_dir = FAMILIES[request.param](request, tmp_path)
     loaded = CrossEncoder.load(Settings(model=model_dir, device="cpu", packed_forward="off"))  # CUDA's layout
-    assert loaded.layout == "transformers"
+    assert loaded.layout == "transformers" and not loaded.host_masks  # on a CPU, transformers' own mask path
+    loaded.host_masks = True  # and CUDA's masks
     return loaded
 
 
