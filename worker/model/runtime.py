@@ -61,8 +61,7 @@ class CrossEncoder:
         self.pairs = text_encoder(tokenizer, recipe, max_seq_len=max_seq_len, uses_type_ids=uses_token_type_ids)
         self.masks = HostMasks.of(model.decoder if isinstance(model, TokenLogits) else model)
         # On CUDA masks are decided on the host (transformers' own path reads the device every pass); on a CPU
-        # there is nothing to wait for, and transformers' path keeps SDPA's causal kernel for a batch of one
-        # length (a 4-layer decoder took 1.29x as long with the host's triangle, 2026-12-06)
+        # there is nothing to wait for, and transformers' path keeps SDPA's causal kernel for a batch of one length
         self.host_masks = device.type == "cuda"
 
     @classmethod
