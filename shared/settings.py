@@ -137,6 +137,14 @@ class Settings(BaseSettings):
     job_window: int = Field(
         8, ge=1, description="Chunks of one job queued at a time; each finished chunk queues the next."
     )
+    gpu_forward_ms: float = Field(
+        8.0,
+        ge=0,
+        description="On CUDA, interactive forward passes grow from RERANK_MAX_BATCH_TOKENS until one takes about "
+        "this long at the measured throughput (at most 8 times that budget), so a small model's pass is long "
+        "enough for the host to keep the GPU fed while a request still waits at most one pass. 0: the fixed "
+        "token budget. CPU passes always keep the fixed budget.",
+    )
     job_batch_tokens: int = Field(
         8192, ge=64, description="Most tokens in a batch-job forward pass (see RERANK_JOB_FORWARD_MS)."
     )

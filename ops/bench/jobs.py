@@ -31,13 +31,13 @@ from pathlib import Path
 import httpx
 
 from api.cli.embedded_redis import free_port
-from ops.models.builder import build_minilm, minilm_dir
+from ops.models.builder import MINILM_TOKENIZER, build_minilm
 
 MODEL_ID = "minilm-l6-cross-encoder"
 
 
 def vocabulary() -> list[str]:
-    lines = (minilm_dir() / "vocab.txt").read_text(encoding="utf-8").splitlines()
+    lines = (MINILM_TOKENIZER / "vocab.txt").read_text(encoding="utf-8").splitlines()
     return [w for w in lines if w.isalpha() and len(w) > 2]
 
 

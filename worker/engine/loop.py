@@ -1,9 +1,12 @@
 """The engine's loop: frames in, batches through the model, results out, on one thread.
 
 It knows the model only as `launch`: a function that starts a forward pass over a batch's flat token arrays
-and returns a function that gives its logits. With `overlap` (CUDA, where a pass is queued, not run, by
-`launch`), the next batch is formed and queued before the last one's logits are awaited, so the device
-does not idle while this thread reads frames, forms batches and sends results. It knows no torch.
+and returns a function that gives its logits and the seconds the device spent on the pass (None: the pass
+ran on this thread, and this thread's clock times it). With `overlap` (CUDA, where `launch` queues a pass
+and nothing in it waits for the device: worker/model/masks.py), the next batch is formed and queued before
+the last one's logits are awaited, so the device does not idle while this thread reads frames, forms
+batches and sends results; a pass's time is then the device's (CUDA events), not the wait for it, so
+`forward_seconds` and the busy ratio do not count a pass queued behind another. It knows no torch.
 """
 
 from __future__ import annotations
@@ -34,7 +37,7 @@ class Engine:
     def __init__(
         self,
         connection: socket.socket,
-        launch: Callable[[EncodedPairs], Callable[[], np.ndarray]],
+        launch: Callable[[EncodedPairs], Callable[[], tuple[np.ndarray, float | None]]],
         scheduler: Scheduler,
         metrics: EngineMetrics,
         *,
@@ -76,11 +79,13 @@ class Engine:
 
     def _finish(self, done: "_Pass") -> None:
         try:
-            logits = done.logits()
+            logits, device_seconds = done.logits()
         except Exception as exc:  # a failed pass fails the requests in it, not the engine
             self._failed(done.batch, exc)
             return
         seconds, cpu_seconds = time.perf_counter() - done.started, time.thread_time() - done.cpu_started
+        if device_seconds is not None:
+            seconds = device_seconds
         self._busy_since_stats += seconds
         self._metrics.record_batch(done.batch.pairs.lengths, seconds)
         for request in self._scheduler.complete(done.batch, logits, seconds, cpu_seconds):
@@ -136,6 +141,6 @@ class _Pass:
     """A forward pass started: its batch, how to get its logits, and when it started (wall and thread CPU)."""
 
     batch: Batch
-    logits: Callable[[], np.ndarray]
+    logits: Callable[[], tuple[np.ndarray, float | None]]
     started: float
     cpu_started: float

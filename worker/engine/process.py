@@ -28,7 +28,7 @@ from worker.engine.protocol import Kind
 from worker.engine.scheduler import Scheduler
 from worker.engine.threads import fit_cpu_threads
 from worker.metrics import EngineMetrics
-from worker.model.device import batch_tokens
+from worker.model.device import batch_tokens, pass_sizing
 from worker.model.runtime import CrossEncoder
 from worker.model_source import ModelLoadError
 from worker.text.recipes import recipe_json
@@ -77,10 +77,12 @@ def main(argv: list[str] | None = None) -> int:
         "forward": encoder.layout,
         "pid": os.getpid(),
     }))  # fmt: skip
+    budget = batch_tokens(settings.max_batch_tokens, encoder.device)
     scheduler = Scheduler(
-        max_batch_tokens=batch_tokens(settings.max_batch_tokens, encoder.device),
+        max_batch_tokens=budget,
         background_batch_tokens=settings.job_batch_tokens,
         background_forward_seconds=settings.job_forward_ms / 1000,
+        **pass_sizing(settings.gpu_forward_ms, budget, encoder.device),
     )
     Engine(connection, encoder.launch, scheduler, metrics, overlap=encoder.device.type == "cuda").run()
     return 0

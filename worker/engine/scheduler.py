@@ -14,6 +14,10 @@ asks for the next batch whenever the model is free, and hands back each batch's 
 - background pairs (batch jobs) run only when no interactive pair waits, in batches sized to take about
   `background_forward_seconds` at the throughput measured so far (at most `background_batch_tokens`),
   so a job's forward pass never holds the model long on a slow CPU or a fast GPU alike;
+- with `forward_seconds` (CUDA), interactive batches grow from `max_batch_tokens` until one takes about
+  that long at the throughput measured so far, to at most `max_sized_tokens`: a small model's pass is long
+  enough that the host's launch work is not what sets the pace, and a request still waits at most one
+  pass of about that time;
 - a request whose deadline passed before all its pairs were scored is dropped: its pending pairs never run.
 """
 
@@ -97,10 +101,14 @@ class Scheduler:
         max_batch_tokens: int,
         background_batch_tokens: int | None = None,
         background_forward_seconds: float | None = None,
+        forward_seconds: float | None = None,
+        max_sized_tokens: int | None = None,
         window_batches: int = 8,
     ) -> None:
         self._budget = {False: max_batch_tokens, True: background_batch_tokens or max_batch_tokens}
         self._background_seconds = background_forward_seconds
+        self._forward_seconds = forward_seconds or None  # interactive passes sized by time (None: by tokens)
+        self._max_sized_tokens = max(max_sized_tokens or max_batch_tokens, max_batch_tokens)
         self._tokens_per_second: float | None = None  # moving average of padded tokens per second
         self._window_batches = window_batches  # how far past the oldest pair we sort, in batches
         self._queues: dict[bool, deque[Request]] = {False: deque(), True: deque()}  # by `background`
@@ -131,9 +139,7 @@ class Scheduler:
         queue = self._queues[background]
         if not queue:
             return None
-        budget = self._budget[background]
-        if background and self._background_seconds and self._tokens_per_second:
-            budget = int(min(budget, max(64, self._tokens_per_second * self._background_seconds)))
+        budget = self._budget_now(background)
         oldest = anchor = queue[0]
         if self._oldest_goes_on[background]:  # a newcomer's turn, if one waits
             anchor = next((request for request in queue if not request.started), oldest)
@@ -144,6 +150,17 @@ class Scheduler:
         batch = self._take(queue, window, chosen)
         self._oldest_goes_on[background] = anchor is oldest and len(oldest.pending) > 0
         return batch
+
+    def _budget_now(self, background: bool) -> int:
+        """The padded-token budget of the next batch: sized by time where asked, once a pass has been timed."""
+        budget, rate = self._budget[background], self._tokens_per_second
+        if not rate:
+            return budget
+        if background and self._background_seconds:  # shrinks only: a job's pass never holds the model long
+            return int(min(budget, max(64, rate * self._background_seconds)))
+        if not background and self._forward_seconds:  # grows only, to the cap: passes long enough to keep a GPU busy
+            return int(min(self._max_sized_tokens, max(budget, rate * self._forward_seconds)))
+        return budget
 
     def _window(self, queue: deque[Request], anchor: Request, limit: int) -> list[tuple[Request, np.ndarray]]:
         """The anchor's pending pairs, then the oldest others', up to `limit` tokens (at least one pair)."""

@@ -3,61 +3,52 @@
 torch's default, every core, suits a model whose forward pass is most of the work per pair (MiniLM and up).
 With a model that scores a pair in next to no time, the worker's Celery process (decoding tasks, tokenizing,
 frames) and the API need a core as much as the forward pass does, and a second OpenMP thread that spins
-between parallel regions takes it from them. So after warm-up the engine times a probe pass and, when a
-token's forward pass costs less than RESERVE_BELOW times what the request path costs per token, leaves one
-core out. On the 2-core machine of 2026-12-01 (ops/BENCHMARKS.md, "The fleet's own cost"): the near-free
-model's fleet reached 0.93 of an in-process loop on two threads and 1.15 on one, while MiniLM served 14.6
-pairs/s on one thread against 25.3 on two. The two differ about a hundredfold in forward cost per token, so
-the threshold sits between them; models between the two were not measured.
+between parallel regions takes it from them. So the engine leaves one core out when a token's forward pass
+costs less than the request path's work per token; the cost is read off the model's shapes (2 multiply-adds
+per weight of its linear layers, what a token's pass through them costs), never timed, so the same model gets
+the same threads on an idle machine and a loaded one.
+
+On the 2-core machine of 2026-12-01 (ops/BENCHMARKS.md, "The fleet's own cost"): the near-free model (one
+BERT layer of hidden size 32: 18 k FLOPs per token) reached 0.93 of an in-process loop on two threads and
+1.15 on one, while MiniLM-L6 (21 M FLOPs per token) served 14.6 pairs/s on one thread against 25.3 on two.
+The request path costs about 5 µs of CPU per token (93-118 µs per pair of about 25 tokens), what a core
+doing 2-10 GFLOP/s spends on 10-50 k FLOPs; CHEAP_BELOW_FLOPS, 1 M, sits between the two models measured
+(a factor 1,000 apart), 20-100 times that path cost (the timed probe it replaces drew the line at 10 times).
+Models between the two (a 2-layer TinyBERT of hidden size 128: 0.8 M, leaves a core) were not measured;
+RERANK_TORCH_THREADS overrides the rule.
 """
 
 from __future__ import annotations
 
 import logging
-import time
 
 import torch
 
 log = logging.getLogger("worker.engine")
 
-PATH_CPU_US_PER_TOKEN = 5.0  # the worker's Celery process: 93-118 µs of CPU per pair of about 25 tokens
-RESERVE_BELOW = 10.0  # leave a core out when a token's forward pass costs less than this many times that
-CHEAP_BELOW_US = RESERVE_BELOW * PATH_CPU_US_PER_TOKEN  # forward CPU per token under which a pass counts as cheap
-PROBE_PAIRS, PROBE_WORDS, PROBE_PASSES = 16, 48, 5
-FAR_OVER = 4.0  # one probe pass this many times over the threshold settles it: start-up pays no more passes
+CHEAP_BELOW_FLOPS = 1_000_000  # forward FLOPs per token under which a model leaves a core to the request path
 
 
-def threads_for(forward_cpu_us_per_token: float, threads: int) -> int:
+def forward_flops_per_token(model: torch.nn.Module) -> int:
+    """FLOPs a token takes through the model's linear layers: 2 per weight (attention's own cost, which
+    grows with the pair's length, is left out: it only adds to a model that is already costly)."""
+    return 2 * sum(module.weight.numel() for module in model.modules() if isinstance(module, torch.nn.Linear))
+
+
+def threads_for(flops_per_token: int, threads: int) -> int:
     """`threads` less one when the forward pass is that cheap and there is a core to spare, else `threads`."""
-    if threads > 1 and forward_cpu_us_per_token < CHEAP_BELOW_US:
+    if threads > 1 and flops_per_token < CHEAP_BELOW_FLOPS:
         return threads - 1
     return threads
-
-
-def forward_cpu_us_per_token(encoder) -> float:
-    """CPU time a token takes in a forward pass: the best of up to PROBE_PASSES probe passes, wall time x
-    threads (the first pass of the shape, which builds its kernels, not counted). Noise only slows a pass, so
-    the probe stops at the first pass under the threshold, or one FAR_OVER times over it."""
-    pairs = encoder.encode("how cheap is a forward pass", [" ".join(["word"] * PROBE_WORDS)] * PROBE_PAIRS, "END")
-    encoder.score(pairs)
-    best = float("inf")
-    for _ in range(PROBE_PASSES):
-        started = time.perf_counter()
-        encoder.score(pairs)
-        cost = 1e6 * (time.perf_counter() - started) * torch.get_num_threads() / int(pairs.lengths.sum())
-        best = min(best, cost)
-        if cost < CHEAP_BELOW_US or cost > FAR_OVER * CHEAP_BELOW_US:
-            break
-    return best
 
 
 def fit_cpu_threads(encoder) -> None:
     """On the thread that runs the passes, after warm-up: leave a core to the request path for a cheap model."""
     threads = torch.get_num_threads()
-    cost = forward_cpu_us_per_token(encoder)
-    chosen = threads_for(cost, threads)
+    flops = forward_flops_per_token(encoder.model)
+    chosen = threads_for(flops, threads)
     if chosen != threads:
         torch.set_num_threads(chosen)
         encoder.warmup()  # the new OpenMP team
-    log.info("forward pass %.1f µs of CPU per token on %d threads: the engine takes %d (RERANK_TORCH_THREADS "
-             "unset)", cost, threads, chosen)  # fmt: skip
+    log.info("forward pass %.2f MFLOPs per token (from the model's shapes) with %d cores: the engine takes %d "
+             "threads (RERANK_TORCH_THREADS unset)", flops / 1e6, threads, chosen)  # fmt: skip

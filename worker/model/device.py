@@ -33,6 +33,7 @@ def resolve_dtype(setting: str, device: torch.device) -> torch.dtype:
 
 GPU_BATCH_TOKENS = 16384
 CPU_BATCH_TOKENS = 2048
+GPU_SIZED_BATCH_GROWTH = 8  # passes sized by time (RERANK_GPU_FORWARD_MS) grow to at most 8x the token budget
 
 
 def batch_tokens(setting: int | None, device: torch.device) -> int:
@@ -45,6 +46,14 @@ def batch_tokens(setting: int | None, device: torch.device) -> int:
     if setting is not None:
         return setting
     return GPU_BATCH_TOKENS if device.type == "cuda" else CPU_BATCH_TOKENS
+
+
+def pass_sizing(settings_ms: float, budget: int, device: torch.device) -> dict:
+    """The micro-batcher's arguments for passes sized by time: on CUDA, about `settings_ms` a pass (0: none),
+    at most GPU_SIZED_BATCH_GROWTH times `budget`; on a CPU none (the fixed budget, measured best there)."""
+    if device.type != "cuda" or not settings_ms:
+        return {}
+    return {"forward_seconds": settings_ms / 1000, "max_sized_tokens": GPU_SIZED_BATCH_GROWTH * budget}
 
 
 def to_device(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:

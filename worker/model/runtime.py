@@ -3,8 +3,8 @@
 The recipe (worker/text/recipes.py) picks how pairs become tokens (the tokenizer's pair encoding, or a
 prompt: worker/text/prompting.py) and how a score is read (the classifier's logit, or token logits of a
 causal LM: worker/model/token_logits.py). The engine's loop sees it only through `launch` (flat token arrays
-in, one float32 logit per pair out) and `warmup`; the tokenizer and recipe it loads with the model are handed
-to the worker's Celery process, which tokenizes. `encode` is here for in-process use (benchmarks, tests,
+in; one float32 logit per pair and the pass's device time out) and `warmup`; the tokenizer and recipe it
+loads with the model are handed to the worker's Celery process, which tokenizes. `encode` is here for in-process use (benchmarks, tests,
 the warm-up).
 """
 
@@ -22,6 +22,7 @@ from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTok
 from shared.errors import RerankError
 from shared.settings import Settings
 from worker.model.device import resolve_device, resolve_dtype, to_device
+from worker.model.masks import HostMasks
 from worker.model.packed_forward import PackedBatch, PackedForward
 from worker.model.token_logits import TokenLogits, load_token_logits
 from worker.model_source import ModelLoadError, from_pretrained, resolve_model_dir
@@ -58,6 +59,10 @@ class CrossEncoder:
         self.max_seq_len = max_seq_len
         self.device = device
         self.pairs = text_encoder(tokenizer, recipe, max_seq_len=max_seq_len, uses_type_ids=uses_token_type_ids)
+        self.masks = HostMasks.of(model.decoder if isinstance(model, TokenLogits) else model)
+        # On CUDA masks are decided on the host (transformers' own path reads the device every pass); on a CPU
+        # there is nothing to wait for, and transformers' path keeps SDPA's causal kernel for a batch of one length
+        self.host_masks = device.type == "cuda"
 
     @classmethod
     def load(cls, settings: Settings) -> "CrossEncoder":
@@ -132,27 +137,33 @@ class CrossEncoder:
 
     def score(self, pairs: EncodedPairs) -> np.ndarray:
         """One forward pass over `pairs` (in the model's `layout`); float32 logits in the same order."""
-        return self.launch(pairs)()
+        return self.launch(pairs)()[0]
 
-    def launch(self, pairs: EncodedPairs) -> Callable[[], np.ndarray]:
-        """Start a forward pass; the function it returns gives its logits (on CUDA it waits for the device).
+    def launch(self, pairs: EncodedPairs) -> Callable[[], tuple[np.ndarray, float | None]]:
+        """Start a forward pass; the function it returns gives its logits and the seconds the device spent on
+        it (None on a CPU, where the pass ran here and the caller's clock is the pass's).
 
-        On CUDA the pass is only queued: the engine forms and queues the next batch while the device works,
-        and the logits come back through pinned memory with one event to wait on. On a CPU it runs here.
+        On CUDA the pass is only queued, and nothing in it reads the device (masks are decided on the host:
+        worker/model/masks.py), so the engine forms and queues the next batch while the device works; the
+        logits come back through pinned memory, timed by two CUDA events, with one event to wait on.
         """
+        cuda = self.device.type == "cuda"
+        if cuda:
+            started = torch.cuda.Event(enable_timing=True)
+            started.record()
         with torch.inference_mode():
             logits = self._logits(pairs)[:, 0].float()
-        if self.device.type != "cuda":
+        if not cuda:
             result = logits.numpy()
-            return lambda: result
+            return lambda: (result, None)
         host = torch.empty(logits.shape, dtype=torch.float32, pin_memory=True)
         host.copy_(logits, non_blocking=True)
-        copied = torch.cuda.Event()
+        copied = torch.cuda.Event(enable_timing=True)
         copied.record()
 
-        def result() -> np.ndarray:
+        def result() -> tuple[np.ndarray, float]:
             copied.synchronize()  # the one synchronisation with the device
-            return host.numpy()
+            return host.numpy(), started.elapsed_time(copied) / 1000
 
         return result
 
@@ -160,13 +171,16 @@ class CrossEncoder:
         if self.layout != "transformers":
             layout = PackedBatch.of if self.layout == "packed" else PackedBatch.padded_rows
             return self.own_forward.logits(layout(pairs, self.uses_token_type_ids), self.device, to_device)
-        input_ids, attention, type_ids = pad_batch(pairs, self.pad_token_id)
-        inputs = {
-            "input_ids": to_device(torch.from_numpy(input_ids), self.device),
-            "attention_mask": to_device(torch.from_numpy(attention), self.device),
-        }
+        input_ids, padding, type_ids = pad_batch(pairs, self.pad_token_id)
+        ids = to_device(torch.from_numpy(input_ids), self.device)
+        if self.host_masks:
+            mask = self.masks.for_batch(pairs.lengths, self.device, to_device)
+        else:
+            mask = to_device(torch.from_numpy(padding), self.device)
         if isinstance(self.model, TokenLogits):
-            return self.model(inputs["input_ids"], inputs["attention_mask"])[:, None]
+            lengths = to_device(torch.from_numpy(pairs.lengths.astype(np.int64)), self.device)
+            return self.model(ids, mask, lengths=lengths)[:, None]
+        inputs = {"input_ids": ids, "attention_mask": mask}
         if self.uses_token_type_ids:
             inputs["token_type_ids"] = to_device(torch.from_numpy(type_ids), self.device)
         return self.model(**inputs).logits

@@ -62,9 +62,15 @@ class TokenLogits(torch.nn.Module):
             bias = None if bias is None else (bias[0] - bias[1])[None]
         return cls(model.base_model, weight.contiguous(), bias, softcap)
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, input_ids: torch.Tensor, attention_mask, lengths: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """`attention_mask`: the [B, T] padding mask, or what the decoder takes as it is (a 4-D mask, a mapping
+        by layer type, None) with each row's length in `lengths`."""
         hidden = self.decoder(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).last_hidden_state
-        last = attention_mask.sum(dim=1) - 1  # right padding: each row's last real token
+        if lengths is None:
+            lengths = attention_mask.sum(dim=1)
+        last = lengths - 1  # right padding: each row's last real token
         state = hidden[torch.arange(hidden.shape[0], device=hidden.device), last].float()
         logits = state @ self.weight.T
         if self.bias is not None:

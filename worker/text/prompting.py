@@ -18,6 +18,7 @@ from typing import Sequence
 import numpy as np
 from tokenizers import Encoding, Tokenizer
 
+from worker.text.prefix import encode_prefixes
 from worker.text.recipes import Recipe, instruction_refused
 from worker.text.tokenization import IDS, EncodedPairs, PairTokenizer
 from worker.text.truncation import pair_too_long
@@ -48,6 +49,7 @@ class PromptEncoder:
         self._suffix = tokenizer.encode(recipe.prompt.suffix, add_special_tokens=False)
         specials = tokenizer.num_special_tokens_to_add(is_pair=False) if recipe.special_tokens else 0
         self.fixed_tokens = len(self._prefix.ids) + len(self._suffix.ids) + specials  # all but the pair part
+        self.cut_long_passages = True  # END: tokenize an over-long passage from a prefix (worker/text/prefix.py)
         if self.fixed_tokens >= max_seq_len:
             raise recipe.fail(
                 f"the prompt's prefix, suffix and special tokens take {self.fixed_tokens} tokens, leaving no room "
@@ -74,9 +76,13 @@ class PromptEncoder:
             passages = self._cut_passages(passages, max_passage_tokens)
         fill = {"query": query, "instruction": self.recipe.instruction if instruction is None else instruction}
         template = self.recipe.prompt.pair
-        pairs = self.tokenizer.encode_batch([template.format(passage=p, **fill) for p in passages],
-                                            add_special_tokens=False)  # fmt: skip
         room = self.max_seq_len - self.fixed_tokens
+        if truncate == "END" and self.cut_long_passages:  # END discards a long pair's rest: tokenize from a prefix
+            pairs = encode_prefixes(self.tokenizer, passages, room, frame=lambda p: template.format(passage=p, **fill),
+                                    fast=False)  # fmt: skip
+        else:
+            pairs = self.tokenizer.encode_batch([template.format(passage=p, **fill) for p in passages],
+                                                add_special_tokens=False)  # fmt: skip
         sequences = []
         for index, pair in enumerate(pairs):
             if len(pair.ids) > room:

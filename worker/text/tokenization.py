@@ -20,6 +20,7 @@ from typing import Sequence
 import numpy as np
 from tokenizers import Encoding, Tokenizer
 
+from worker.text.prefix import encode_prefixes
 from worker.text.recipes import instruction_refused
 from worker.text.truncation import fit_pairs
 from worker.text.windows import Windows, plan_windows
@@ -125,6 +126,7 @@ class PairTokenizer:
         self.uses_type_ids = uses_type_ids
         self.pair_specials = self.tokenizer.num_special_tokens_to_add(is_pair=True)
         self._templates = self._exact_templates()
+        self.cut_long_passages = True  # END: tokenize an over-long passage from a prefix (worker/text/prefix.py)
 
     def _exact_templates(self) -> tuple[_Template, _Template] | None:
         """The pair and single templates, if assembling from them gives exactly the tokenizer's own encodings."""
@@ -178,9 +180,16 @@ class PairTokenizer:
         return self._assemble(self._templates, self._query_ids(query), passages, truncate, max_passage_tokens,
                               limit=self.max_seq_len, max_windows=max_windows, overlap=overlap)  # fmt: skip
 
-    def _passages(self, passages: Sequence[str], max_passage_tokens: int | None) -> tuple[np.ndarray, ...]:
-        """Every passage's tokens end to end, where each starts, and how many each has (at most `max_passage_tokens`)."""
-        encodings = self.tokenizer.encode_batch_fast(list(passages), add_special_tokens=False)
+    def _passages(
+        self, passages: Sequence[str], max_passage_tokens: int | None, keep: int | None = None
+    ) -> tuple[np.ndarray, ...]:
+        """Every passage's tokens end to end, where each starts, and how many each has (at most `max_passage_tokens`).
+        `keep`: no more than that many of a passage's tokens will be used, so a long one is tokenized from a prefix."""
+        if keep is not None and self.cut_long_passages:
+            keep = keep if max_passage_tokens is None else min(keep, max_passage_tokens)
+            encodings = encode_prefixes(self.tokenizer, passages, max(keep, 0))
+        else:
+            encodings = self.tokenizer.encode_batch_fast(list(passages), add_special_tokens=False)
         lengths = np.fromiter(map(len, encodings), dtype=np.int64, count=len(encodings))
         flat = np.fromiter(chain.from_iterable(e.ids for e in encodings), dtype=IDS, count=int(lengths.sum()))
         starts = np.cumsum(lengths) - lengths
@@ -195,10 +204,12 @@ class PairTokenizer:
         """Every pair built from the templates in whole-array operations, after truncation to `limit` (None: none)
         or, where `max_windows` allows it, cut into windows."""
         pair, single = templates
-        flat, passage_starts, lengths = self._passages(passages, max_passage_tokens)
-        empty = np.fromiter(map(len, passages), dtype=np.int64, count=len(passages)) == 0  # the query alone
-        query_len, kept, windows = len(query_ids), lengths, None
+        query_len, windows = len(query_ids), None
         room = (limit or 0) - pair.specials - query_len
+        ends_cut = limit is not None and truncate == "END" and max_windows <= 1  # END discards a long passage's rest
+        flat, passage_starts, lengths = self._passages(passages, max_passage_tokens, room if ends_cut else None)
+        empty = np.fromiter(map(len, passages), dtype=np.int64, count=len(passages)) == 0  # the query alone
+        kept = lengths
         if limit is not None and max_windows > 1 and room > 0 and (lengths > room).any():
             windows = plan_windows(lengths, room=room, max_windows=max_windows, overlap=overlap, truncate=truncate)
             passage_starts, kept, empty = passage_starts[windows.owners] + windows.offsets, windows.lengths, empty[windows.owners]

@@ -30,10 +30,10 @@ def fake_model(pass_seconds: float):
         time.sleep(pass_seconds)
         logits = pairs.input_ids[pairs.starts].astype(np.float32)
 
-        def result() -> np.ndarray:
+        def result() -> tuple[np.ndarray, None]:
             if (pairs.input_ids == 666).any():
                 raise RuntimeError("the fake model cannot score token 666")
-            return logits
+            return logits, None
 
         return result
 

@@ -214,3 +214,62 @@ def test_a_large_request_still_gets_every_other_pass_while_lone_ones_keep_arrivi
         anchors.append("large" if batch.parts[0][0] is large else "lone")
         scheduler.complete(batch, np.array(values(batch), np.float32), 0.01)
     assert anchors[:6] == ["large", "lone", "large", "lone", "large", "lone"]
+
+
+def gpu_like(launch_seconds: float, tokens_per_second: float):
+    """A fake device clock: a pass costs a fixed launch time plus its padded tokens at a steady rate, so small
+    passes are dominated by the launch (a small model on a GPU)."""
+    return lambda batch: launch_seconds + batch.padded_tokens / tokens_per_second
+
+
+def timed_passes(scheduler: Scheduler, clock, count: int) -> list[tuple[Batch, float]]:
+    passes = []
+    for _ in range(count):
+        batch = scheduler.next_batch()
+        seconds = clock(batch)
+        scheduler.complete(batch, np.array(values(batch), dtype=np.float32), seconds)
+        passes.append((batch, seconds))
+    return passes
+
+
+def test_on_a_gpu_passes_grow_until_one_takes_the_target_time():
+    """2 ms of launch per pass and 10 M tokens/s: 16,384-token passes take 3.6 ms; sized to 8 ms they hold about
+    60,000 tokens, where the launch is a quarter of the pass instead of more than half."""
+    scheduler = Scheduler(max_batch_tokens=16_384, forward_seconds=0.008, max_sized_tokens=8 * 16_384)
+    scheduler.add(request(*([128] * 20_000)))
+    passes = timed_passes(scheduler, gpu_like(0.002, 10_000_000), 30)
+    assert passes[0][0].padded_tokens <= 16_384  # nothing measured yet: the token budget
+    settled = [seconds for _, seconds in passes[-10:]]
+    assert all(0.007 <= seconds <= 0.0085 for seconds in settled), settled
+    assert all(batch.padded_tokens <= 8 * 16_384 for batch, _ in passes)
+
+
+def test_passes_sized_by_time_stop_at_their_cap_and_never_shrink_below_the_budget():
+    fast = Scheduler(max_batch_tokens=16_384, forward_seconds=0.008, max_sized_tokens=65_536)
+    fast.add(request(*([128] * 20_000)))
+    assert max(b.padded_tokens for b, _ in timed_passes(fast, gpu_like(0.0, 1e9), 20)) == 65_536
+    slow = Scheduler(max_batch_tokens=16_384, forward_seconds=0.008, max_sized_tokens=65_536)
+    slow.add(request(*([128] * 2_000)))
+    passes = timed_passes(slow, gpu_like(0.0, 1e6), 10)  # 16 ms per 16,384 tokens: over the target already
+    assert all(b.padded_tokens == 16_384 for b, _ in passes)
+
+
+def test_with_passes_sized_by_time_a_lone_request_still_waits_at_most_one_pass():
+    scheduler = Scheduler(max_batch_tokens=16_384, forward_seconds=0.008, max_sized_tokens=8 * 16_384)
+    large = request(*([128] * 20_000))
+    scheduler.add(large)
+    clock = gpu_like(0.002, 10_000_000)
+    timed_passes(scheduler, clock, 20)  # settled at about 8 ms a pass
+    running = scheduler.next_batch()  # a pass the lone request arrives during
+    lone = request(64, base=7)
+    scheduler.add(lone)
+    scheduler.complete(running, np.array(values(running), dtype=np.float32), clock(running))
+    following = scheduler.next_batch()
+    assert any(r is lone for r, _ in following.parts)
+    assert clock(running) <= 0.0085  # and the pass it waited for took about the target
+
+
+def test_on_a_cpu_passes_keep_the_token_budget_however_fast():
+    scheduler = Scheduler(max_batch_tokens=2048)  # no forward_seconds: the engine on a CPU
+    scheduler.add(request(*([128] * 2_000)))
+    assert max(b.padded_tokens for b, _ in timed_passes(scheduler, gpu_like(0.0, 1e9), 20)) <= 2048

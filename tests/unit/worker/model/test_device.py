@@ -140,3 +140,11 @@ def test_pad_batch_right_pads_ids_mask_and_segments():
     assert mask.tolist() == [[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]]
     assert types.tolist() == [[0, 0, 0, 0, 0], [0, 0, 0, 1, 1]]
     assert ids.dtype == mask.dtype == types.dtype == np.int64
+
+
+def test_passes_are_sized_by_time_on_cuda_only():
+    from worker.model.device import pass_sizing
+
+    assert pass_sizing(8.0, 16_384, torch.device("cuda", 0)) == {"forward_seconds": 0.008, "max_sized_tokens": 131_072}
+    assert pass_sizing(0.0, 16_384, torch.device("cuda", 0)) == {}  # RERANK_GPU_FORWARD_MS=0: the fixed budget
+    assert pass_sizing(8.0, 2048, torch.device("cpu")) == {}
