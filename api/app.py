@@ -94,7 +94,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for middleware, options in reversed([
         (HttpMetricsMiddleware, {}),
         (RequestId, {}),
-        (RequestGuards, {"trusted_hosts": settings.trusted_hosts}),
+        (RequestGuards, {"trusted_hosts": settings.allowed_hosts}),
         (ApiKeyGate, {"keys": settings.api_keys}),
         (BodyLimit, {"max_bytes": settings.max_body_bytes, "idle_timeout": settings.body_timeout}),
     ]):  # fmt: skip

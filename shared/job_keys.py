@@ -2,7 +2,7 @@
 
 - `rerank:job:{id}` hash: model, owner (the caller that submitted it), status, timestamps, error, counters
   (total_requests, total_pairs, completed_requests, failed_requests, completed_pairs, chunks_total,
-  chunks_done, staged_bytes).
+  chunks_done, staged_bytes: every byte stored for the job, counted against its caller until it expires).
 - `rerank:job:{id}:chunk:<n>` string: JSON list of the requests of chunk n; deleted once committed.
 - `rerank:job:{id}:done` set: numbers of the committed chunks (a re-delivered chunk commits once).
 - `rerank:job:{id}:results` hash: request index -> its NDJSON result line.

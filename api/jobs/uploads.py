@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import json
 import tempfile
+from pathlib import Path
 from typing import AsyncIterator, Protocol
 
 import ijson
@@ -218,15 +219,30 @@ async def read_items(parser: Parser, upload: AsyncIterator[bytes]) -> AsyncItera
 
 
 class Spool:
-    """Requests read before the job's fields were known, held as NDJSON in memory up to a few MiB, then on disk."""
+    """Requests read before the job's fields were known, held as NDJSON in memory up to a few MiB, then in a file
+    of `directory` (None: the system's temporary directory), refused with 413 past `max_bytes`."""
 
-    def __init__(self, max_request_bytes: int) -> None:
-        self._file = tempfile.SpooledTemporaryFile(max_size=4 * 1024 * 1024)
+    def __init__(self, max_request_bytes: int, max_bytes: int, directory: Path | None = None) -> None:
+        self._file = tempfile.SpooledTemporaryFile(max_size=4 * 1024 * 1024, dir=directory)
         self._max = max_request_bytes
+        self._max_bytes = max_bytes
+        self._size = 0
+
+    def __enter__(self) -> "Spool":
+        return self
+
+    def __exit__(self, *_) -> None:
+        self._file.close()
 
     def extend(self, items: list[Item]) -> None:
         for item in items:
-            self._file.write(b"null\n" if isinstance(item, RerankError) else json.dumps(item).encode() + b"\n")
+            line = b"null\n" if isinstance(item, RerankError) else json.dumps(item).encode() + b"\n"
+            self._size += len(line)
+            if self._size > self._max_bytes:
+                raise RerankError(ErrorType.TOO_LARGE, f"requests before the job's model and truncate over "
+                                  f"RERANK_JOB_MAX_SPOOL_BYTES ({self._max_bytes} bytes): send model and truncate "
+                                  "before requests")  # fmt: skip
+            self._file.write(line)
 
     async def replay(self) -> AsyncIterator[Item]:
         self._file.seek(0)
