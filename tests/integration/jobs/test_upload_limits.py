@@ -222,3 +222,28 @@ def test_chunks_are_sized_by_the_windows_their_requests_may_need(limits_api, lim
     assert response.status_code == 202, response.text[:300]
     job = redis_py.Redis.from_url(limits_redis.extra["url"]).hgetall(f"rerank:job:{{{response.json()['id']}}}")
     assert int(job[b"chunks_total"]) == 4, job
+
+
+# --- a finished job's results count too ----------------------------------------------------------------------------
+
+
+def test_the_results_of_finished_jobs_count_against_their_caller(log_dir, bert_stack):
+    # a worker scores the job; its result lines (about 40 bytes a passage) outweigh its request (4 bytes a passage)
+    api = start_api(log_dir, redis_url=bert_stack.redis_url, model="unused", model_id=bert_stack.model_id,
+                    job_max_staged_bytes=4000, api_key="results-count")  # fmt: skip
+    try:
+        url, headers = api.extra["url"] + "/v1/ranking/jobs", _as("results-count", {})
+        body = {"model": bert_stack.model_id, "requests": [{"query": {"text": "q"}, "passages": [{"text": "a"}] * 100}]}
+        first = httpx.post(url, json=body, headers=headers, timeout=30)
+        assert first.status_code == 202, first.text
+        deadline = time.monotonic() + 120
+        while httpx.get(f"{url}/{first.json()['id']}", headers=headers, timeout=10).json()["status"] != "succeeded":
+            assert time.monotonic() < deadline, "the job did not finish"
+            time.sleep(0.2)
+        lines = httpx.get(f"{url}/{first.json()['id']}/results", headers=headers, timeout=30).content
+        stored = redis_py.Redis.from_url(bert_stack.redis_url).hget(f"rerank:job:{{{first.json()['id']}}}", "staged_bytes")
+        assert int(stored) >= len(lines) - 1, (int(stored), len(lines))  # the result line, less its newline
+        second = httpx.post(url, json=body, headers=headers, timeout=30)
+        assert second.status_code == 429 and "RERANK_JOB_MAX_STAGED_BYTES" in _message(second), (int(stored), second.text)
+    finally:
+        api.stop()
