@@ -134,7 +134,10 @@ class Settings(BaseSettings):
     job_max_upload_bytes: int = Field(
         256 * 1024 * 1024, ge=1024, description="Largest batch-job upload, NDJSON or JSON, in bytes (413 beyond)."
     )
-    job_chunk_pairs: int = Field(256, ge=1, description="Pairs per chunk task a batch job is split into.")
+    job_chunk_pairs: int = Field(
+        256, ge=1, description="Pairs per chunk task a batch job is split into, a passage counted as the windows it "
+        "may need (its request's max_chunks_per_passage).",
+    )  # fmt: skip
     job_window: int = Field(
         8, ge=1, description="Chunks of one job queued at a time; each finished chunk queues the next."
     )

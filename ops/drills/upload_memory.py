@@ -1,10 +1,12 @@
-"""Upload-memory drill: the API's peak resident memory while a large batch job is uploaded, JSON and NDJSON.
+"""Upload-memory drill: the API's peak resident memory while a large batch job is uploaded, JSON and NDJSON,
+and while a JSON job nested `[[[...]]]` deep under `requests` (10 MiB of brackets) is refused.
 
 Starts a redis-server and one API process (a model announced by a worker that consumes nothing, so the job
 stays staged), streams a job of `--mib` MiB to it (requests of 5 passages x 40 words; the body is generated
 as it is sent, so the drill's own memory stays small), samples the API's RSS every 10 ms, and prints the
-baseline, the peak and the time taken. Passes when the peak is under `--max-growth-mib` above the baseline.
-Usage: python -m ops.drills.upload_memory [--mib 256] [--kinds json,ndjson] [--max-growth-mib 150]
+baseline, the peak and the time taken. Passes when the jobs are taken (202) and the nested one refused (422),
+each with a peak under `--max-growth-mib` above the baseline.
+Usage: python -m ops.drills.upload_memory [--mib 256] [--kinds json,ndjson,nested] [--max-growth-mib 150]
 """
 
 from __future__ import annotations
@@ -31,8 +33,24 @@ def _request(i: int) -> bytes:
                        "passages": [{"text": f"passage {j} of request {i} " + "word " * 40} for j in range(5)]}).encode()  # fmt: skip
 
 
+NESTED_BYTES = 10 * 1024 * 1024
+EXPECTED_STATUS = {"json": 202, "ndjson": 202, "nested": 422}
+
+
+def nested_upload() -> Iterator[bytes]:
+    """A JSON job whose one request is NESTED_BYTES of brackets, half `[`, half `]`, in pieces of 1 MiB."""
+    yield json.dumps({"model": MODEL_ID}).encode()[:-1] + b', "requests": ['
+    for bracket in (b"[", b"]"):
+        for _ in range(NESTED_BYTES // 2 // (1 << 20)):
+            yield bracket * (1 << 20)
+    yield b"]}"
+
+
 def upload(kind: str, size: int) -> Iterator[bytes]:
     """About `size` bytes of a job, in pieces of about 1 MiB."""
+    if kind == "nested":
+        yield from nested_upload()
+        return
     sent, i, piece = 0, 0, bytearray()
     if kind == "json":
         piece += json.dumps({"model": MODEL_ID, "truncate": "END"}).encode()[:-1] + b', "requests": ['
@@ -67,13 +85,15 @@ def measure(api_url: str, pid: int, kind: str, size: int) -> dict:
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
     started = time.monotonic()
-    content_type = "application/json" if kind == "json" else "application/x-ndjson"
+    content_type = "application/x-ndjson" if kind == "ndjson" else "application/json"
     response = httpx.post(api_url + "/v1/ranking/jobs", content=upload(kind, size),
                           headers={"content-type": content_type}, timeout=1800)  # fmt: skip
     seconds = time.monotonic() - started
     stop.set()
     sampler.join()
     job = response.json()
+    if response.status_code >= 400:
+        print(f"{kind}: {response.status_code} {job['error']['message']}")
     return {"kind": kind, "status": response.status_code, "requests": job.get("progress", {}).get("total_requests"),
             "seconds": round(seconds, 1), "rss_baseline_mib": round(baseline), "rss_peak_mib": round(peak[0]),
             "rss_growth_mib": round(peak[0] - baseline)}  # fmt: skip
@@ -111,12 +131,12 @@ def forget_jobs(url: str) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--mib", type=int, default=256)
-    parser.add_argument("--kinds", default="json,ndjson")
+    parser.add_argument("--kinds", default="json,ndjson,nested")
     parser.add_argument("--max-growth-mib", type=float, default=150.0)
     args = parser.parse_args()
     results = run(args)
     print(json.dumps(results, indent=2))
-    ok = all(r["status"] == 202 and r["rss_growth_mib"] < args.max_growth_mib for r in results)
+    ok = all(r["status"] == EXPECTED_STATUS[r["kind"]] and r["rss_growth_mib"] < args.max_growth_mib for r in results)
     print("upload-memory drill:", "PASS" if ok else "FAIL")
     raise SystemExit(0 if ok else 1)
 

@@ -13,22 +13,13 @@ import pytest
 import redis as redis_py
 
 from shared.schemas import ErrorEnvelope
-from tests.integration.jobs.test_upload_hardening import RssSampler
-from tests.processes import silent_worker, start_api, start_redis
-
-MODEL_ID = "limits/silent"  # announced by a worker that consumes nothing: jobs stay queued
+from tests.integration.jobs.test_upload_hardening import MODEL_ID, RssSampler
+from tests.integration.jobs.test_upload_hardening import upload_redis as limits_redis  # noqa: F401 (a fixture)
+from tests.processes import start_api
 # callers of their own, so that each test's jobs and bytes are counted apart
 KEYS = ("nesting", "leaks-1", "leaks-2", "leaks-3", "bad-lines", "long-ids", "spool", "types", "windows")
 NDJSON = {"content-type": "application/x-ndjson"}
 JSON = {"content-type": "application/json"}
-
-
-@pytest.fixture(scope="module")
-def limits_redis(log_dir):
-    proc = start_redis(log_dir)
-    with silent_worker(proc.extra["url"], MODEL_ID):
-        yield proc
-    proc.stop()
 
 
 @pytest.fixture(scope="module")
