@@ -63,7 +63,8 @@ class JobService:
         """
         settings = self._settings
         _check_idempotency_key(idempotency_key)
-        await self._admit(caller)  # refused before a byte is spooled; _submit admits the job itself
+        if not (idempotency_key and await self._store.idempotency_job(caller, idempotency_key)):
+            await self._admit(caller)  # refused before a byte is spooled; _submit admits the job itself
         parser = JsonJobParser(settings.max_body_bytes)
         upload = pieces(stream, settings.job_max_upload_bytes)
         spool = Spool(settings.max_body_bytes, settings.job_max_spool_bytes, settings.job_spool_dir)

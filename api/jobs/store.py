@@ -47,6 +47,10 @@ class JobStore:
         """Bind the caller's `key` to `job_id`; if it was bound already, the job id it names."""
         if await self._redis.set(idempotency_key(caller, key), job_id, nx=True, ex=self._ttl):
             return None
+        return await self.idempotency_job(caller, key)
+
+    async def idempotency_job(self, caller: str, key: str) -> str | None:
+        """The job id the caller's `key` is bound to, if any."""
         existing = await self._redis.get(idempotency_key(caller, key))
         return _text(existing) if existing else None
 

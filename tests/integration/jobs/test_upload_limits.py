@@ -155,8 +155,8 @@ def test_a_caller_at_its_limit_is_refused_before_its_upload_is_read(log_dir, lim
     api = start_api(log_dir, redis_url=limits_redis.extra["url"], model="unused", model_id=MODEL_ID, job_max_active=1,
                     api_key=key)  # fmt: skip
     try:
-        first = httpx.post(api.extra["url"] + "/v1/ranking/jobs", json={"model": MODEL_ID, "requests": [_request(0)]},
-                           headers=_as(key, {}), timeout=30)  # fmt: skip
+        job, again = {"model": MODEL_ID, "requests": [_request(0)]}, _as(key, {"idempotency-key": "first"})
+        first = httpx.post(api.extra["url"] + "/v1/ranking/jobs", json=job, headers=again, timeout=30)
         assert first.status_code == 202, first.text
         port = int(api.extra["url"].rsplit(":", 1)[1])
         with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
@@ -167,6 +167,8 @@ def test_a_caller_at_its_limit_is_refused_before_its_upload_is_read(log_dir, lim
             answer = _read_answer(sock, 5.0)
         assert answer.startswith(b"HTTP/1.1 429"), answer[:200]
         assert b"RERANK_JOB_MAX_ACTIVE" in answer
+        retried = httpx.post(api.extra["url"] + "/v1/ranking/jobs", json=job, headers=again, timeout=30)
+        assert retried.status_code == 200 and retried.json()["id"] == first.json()["id"]  # the same job, not a 429
     finally:
         api.stop()
 
