@@ -4,15 +4,17 @@ and while a JSON job nested `[[[...]]]` deep under `requests` (10 MiB of bracket
 Starts a redis-server and one API process (a model announced by a worker that consumes nothing, so the job
 stays staged), streams a job of `--mib` MiB to it (requests of 5 passages x 40 words; the body is generated
 as it is sent, so the drill's own memory stays small), samples the API's RSS every 10 ms, and prints the
-baseline, the peak and the time taken. Passes when the jobs are taken (202) and the nested one refused (422),
+baseline, the peak, the time taken and the API's CPU seconds (steadier than the time on a busy machine).
+`--repo` measures the API of another checkout (a baseline); the drill's own code sends the uploads. Passes when the jobs are taken (202) and the nested one refused (422),
 each with a peak under `--max-growth-mib` above the baseline.
-Usage: python -m ops.drills.upload_memory [--mib 256] [--kinds json,ndjson,nested] [--max-growth-mib 150]
+Usage: python -m ops.drills.upload_memory [--mib 256] [--kinds json,ndjson,nested] [--max-growth-mib 150] [--repo DIR]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import tempfile
 import threading
@@ -23,7 +25,7 @@ from typing import Iterator
 import httpx
 import redis as redis_py
 
-from ops.processes import silent_worker, start_api, start_redis
+from ops.processes import REPO_ROOT, silent_worker, start_api, start_redis
 
 MODEL_ID = "upload-memory/silent"
 
@@ -75,8 +77,14 @@ def _rss_mib(pid: int) -> float:
     return 0.0
 
 
+def _cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
+
+
 def measure(api_url: str, pid: int, kind: str, size: int) -> dict:
     baseline, peak, stop = _rss_mib(pid), [0.0], threading.Event()
+    cpu_before = _cpu_seconds(pid)
 
     def sample() -> None:
         while not stop.wait(0.01):
@@ -89,13 +97,14 @@ def measure(api_url: str, pid: int, kind: str, size: int) -> dict:
     response = httpx.post(api_url + "/v1/ranking/jobs", content=upload(kind, size),
                           headers={"content-type": content_type}, timeout=1800)  # fmt: skip
     seconds = time.monotonic() - started
+    cpu = _cpu_seconds(pid) - cpu_before
     stop.set()
     sampler.join()
     job = response.json()
     if response.status_code >= 400:
         print(f"{kind}: {response.status_code} {job['error']['message']}")
     return {"kind": kind, "status": response.status_code, "requests": job.get("progress", {}).get("total_requests"),
-            "seconds": round(seconds, 1), "rss_baseline_mib": round(baseline), "rss_peak_mib": round(peak[0]),
+            "seconds": round(seconds, 1), "api_cpu_seconds": round(cpu, 1), "rss_baseline_mib": round(baseline), "rss_peak_mib": round(peak[0]),
             "rss_growth_mib": round(peak[0] - baseline)}  # fmt: skip
 
 
@@ -105,7 +114,7 @@ def run(args: argparse.Namespace) -> list[dict]:
     redis = start_redis(log_dir)
     try:
         with silent_worker(redis.extra["url"], MODEL_ID):
-            api = start_api(log_dir, redis_url=redis.extra["url"], model="unused", model_id=MODEL_ID,
+            api = start_api(log_dir, redis_url=redis.extra["url"], model="unused", model_id=MODEL_ID, repo=args.repo,
                             job_max_upload_bytes=size, job_max_requests=1_000_000,
                             job_max_staged_bytes=2 * size)  # fmt: skip
             try:
@@ -133,6 +142,7 @@ def main() -> None:
     parser.add_argument("--mib", type=int, default=256)
     parser.add_argument("--kinds", default="json,ndjson,nested")
     parser.add_argument("--max-growth-mib", type=float, default=150.0)
+    parser.add_argument("--repo", type=Path, default=REPO_ROOT, help="the checkout whose API is measured")
     args = parser.parse_args()
     results = run(args)
     print(json.dumps(results, indent=2))
