@@ -11,7 +11,8 @@
   a chunk whose lease is older than RERANK_JOB_VISIBILITY_TIMEOUT is queued again (worker/tasks/job_sweeper.py).
 - `rerank:jobs` sorted set: job ids by creation time, for listing.
 - `rerank:jobs:caller:<caller>` sorted set: the ids of one caller's jobs by creation time (its listing when
-  API keys are in use, and its unfinished jobs counted against RERANK_JOB_MAX_ACTIVE).
+  API keys are in use, its unfinished jobs counted against RERANK_JOB_MAX_ACTIVE, and the `staged_bytes` of
+  all its jobs still in Redis against RERANK_JOB_MAX_STAGED_BYTES); ids of expired jobs are dropped as it is read.
 - `rerank:job-key:<caller>:<Idempotency-Key>` string: the job id that caller submitted with that key.
 Every job key expires RERANK_JOB_TTL seconds after submission, and again after the job finishes.
 """
