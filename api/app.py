@@ -97,7 +97,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         (HttpMetricsMiddleware, {}),
         (CloseAfterUnreadBody, {}),
         (RequestId, {}),
-        (RequestGuards, {"trusted_hosts": settings.trusted_hosts}),
+        (RequestGuards, {"trusted_hosts": settings.allowed_hosts}),
         (ApiKeyGate, {"keys": settings.api_keys}),
         (BodyLimit, {"max_bytes": settings.max_body_bytes, "idle_timeout": settings.body_timeout,
                      "total_timeout": settings.body_total_timeout, "upload_timeout": settings.job_upload_timeout}),

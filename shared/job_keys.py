@@ -2,7 +2,7 @@
 
 - `rerank:job:{id}` hash: model, owner (the caller that submitted it), status, timestamps, error, counters
   (total_requests, total_pairs, completed_requests, failed_requests, completed_pairs, chunks_total,
-  chunks_done, staged_bytes).
+  chunks_done, staged_bytes: every byte stored for the job, counted against its caller until it expires).
 - `rerank:job:{id}:chunk:<n>` string: JSON list of the requests of chunk n; deleted once committed.
 - `rerank:job:{id}:done` set: numbers of the committed chunks (a re-delivered chunk commits once).
 - `rerank:job:{id}:results` hash: request index -> its NDJSON result line.
@@ -11,7 +11,8 @@
   a chunk whose lease is older than RERANK_JOB_VISIBILITY_TIMEOUT is queued again (worker/tasks/job_sweeper.py).
 - `rerank:jobs` sorted set: job ids by creation time, for listing.
 - `rerank:jobs:caller:<caller>` sorted set: the ids of one caller's jobs by creation time (its listing when
-  API keys are in use, and its unfinished jobs counted against RERANK_JOB_MAX_ACTIVE).
+  API keys are in use, its unfinished jobs counted against RERANK_JOB_MAX_ACTIVE, and the `staged_bytes` of
+  all its jobs still in Redis against RERANK_JOB_MAX_STAGED_BYTES); ids of expired jobs are dropped as it is read.
 - `rerank:job-key:<caller>:<Idempotency-Key>` string: the job id that caller submitted with that key.
 Every job key expires RERANK_JOB_TTL seconds after submission, and again after the job finishes.
 """

@@ -11,6 +11,7 @@ from shared.schemas import INSTRUCTION_DESCRIPTION, MAX_CHUNKS_DESCRIPTION, Pass
 
 JobStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 FINISHED: tuple[str, ...] = ("succeeded", "failed", "cancelled")
+MAX_CUSTOM_ID_CHARS = 512  # a longer custom_id fails its request, and is never stored or echoed
 
 
 class JobRequest(BaseModel):
@@ -21,7 +22,9 @@ class JobRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    custom_id: str | None = Field(None, max_length=512, description="Your id for this request, echoed in its result.")
+    custom_id: str | None = Field(
+        None, max_length=MAX_CUSTOM_ID_CHARS, description="Your id for this request, echoed in its result."
+    )
     model: str | None = Field(None, description="Must be the job's model when given.")
     query: Query
     passages: list[Passage] = Field(..., min_length=1)

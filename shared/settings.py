@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from functools import lru_cache
 from pathlib import Path
@@ -133,7 +134,10 @@ class Settings(BaseSettings):
     job_max_upload_bytes: int = Field(
         256 * 1024 * 1024, ge=1024, description="Largest batch-job upload, NDJSON or JSON, in bytes (413 beyond)."
     )
-    job_chunk_pairs: int = Field(256, ge=1, description="Pairs per chunk task a batch job is split into.")
+    job_chunk_pairs: int = Field(
+        256, ge=1, description="Pairs per chunk task a batch job is split into, a passage counted as the windows it "
+        "may need (its request's max_chunks_per_passage).",
+    )  # fmt: skip
     job_window: int = Field(
         8, ge=1, description="Chunks of one job queued at a time; each finished chunk queues the next."
     )
@@ -169,8 +173,18 @@ class Settings(BaseSettings):
     )  # fmt: skip
     job_max_staged_bytes: int = Field(
         1024 * 1024 * 1024, ge=1024,
-        description="Bytes of requests one caller's unfinished batch jobs may hold staged in Redis; beyond it 429 "
-        "with Retry-After, and nothing of the refused job is kept.",
+        description="Bytes one caller's batch jobs may store in Redis (requests, error lines, custom ids, results), "
+        "each job's counted until it expires, finished or not; beyond it 429 with Retry-After, and nothing of the "
+        "refused job is kept.",
+    )  # fmt: skip
+    job_max_spool_bytes: int = Field(
+        64 * 1024 * 1024, ge=0,
+        description="Bytes of requests a JSON job upload may hold in its spool while its `model` or `truncate` is "
+        "not yet read (they come after `requests`); beyond it 413. Put both before `requests` to need none.",
+    )  # fmt: skip
+    job_spool_dir: Path | None = Field(
+        None, description="Directory of the spool files of JSON job uploads (past 4 MiB). Default: the system's "
+        "temporary directory (TMPDIR, else /tmp).",
     )  # fmt: skip
 
     # --- connections -------------------------------------------------------------------------
@@ -210,10 +224,11 @@ class Settings(BaseSettings):
         description="Seconds after which the server asks a gRPC client to reconnect (GOAWAY); calls in flight then "
         "get RERANK_REQUEST_TIMEOUT plus a margin to finish.",
     )  # fmt: skip
-    trusted_hosts: str = Field(
-        "*",
+    trusted_hosts: str | None = Field(
+        None,
         description="Comma-separated host names the HTTP API answers for (the Host header; `*.example.com` matches "
-        "subdomains); other hosts get 400. `*`: any.",
+        "subdomains); other hosts get 400. `*`: any. Default: `localhost,127.0.0.1,::1` when RERANK_HOST is a "
+        "loopback address, else `*`.",
     )
 
     # --- services ----------------------------------------------------------------------------
@@ -294,6 +309,12 @@ class Settings(BaseSettings):
         return [key.strip() for key in self.api_key.get_secret_value().split(",") if key.strip()]
 
     @property
+    def allowed_hosts(self) -> list[str]:
+        """The Host names the HTTP API answers for (RERANK_TRUSTED_HOSTS, or its default for RERANK_HOST)."""
+        names = self.trusted_hosts if self.trusted_hosts else (LOOPBACK_NAMES if _is_loopback(self.host) else "*")
+        return [name.strip().lower() for name in names.split(",") if name.strip()]
+
+    @property
     def served_model_id(self) -> str:
         """The id clients send in `model` for this settings' model."""
         return self.model_id or derive_model_id(self.model)
@@ -312,6 +333,16 @@ class Settings(BaseSettings):
     def worker_ttl(self) -> float:
         """Seconds after its last heartbeat that a worker counts as gone."""
         return 3 * self.heartbeat_interval
+
+
+LOOPBACK_NAMES = "localhost,127.0.0.1,::1"
+
+
+def _is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return host.lower() == "localhost"
 
 
 def derive_model_id(model: str) -> str:

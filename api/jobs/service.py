@@ -3,16 +3,20 @@
 The upload is never held whole (api/jobs/uploads.py): NDJSON and JSON are parsed as they arrive, off the
 event loop, and at most one chunk of requests is in memory. A request that cannot be served (bad shape,
 too many passages, another model) becomes an error line of its own; the job goes on. Each caller (API key,
-or client address without keys) has at most RERANK_JOB_MAX_ACTIVE unfinished jobs holding at most
-RERANK_JOB_MAX_STAGED_BYTES of staged requests.
+or client address without keys) has at most RERANK_JOB_MAX_ACTIVE unfinished jobs, and its jobs hold at most
+RERANK_JOB_MAX_STAGED_BYTES in Redis: every byte a job stores (its chunks, error lines, custom ids, results)
+counts until the job expires, finished or not. A submission that fails on any path (a limit, a body broken
+part-way, a client that left) deletes everything it staged.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import re
 import uuid
+from dataclasses import dataclass
 from typing import AsyncIterator
 
 from celery import Celery
@@ -25,12 +29,22 @@ from api.ranking.schema_errors import describe_validation_errors
 from api.ranking.service import RankingService, not_served
 from shared.celery_app import send_job_chunk
 from shared.errors import ErrorType, RerankError, shown
-from shared.job_schemas import Job, JobRequest, result_line
+from shared.job_schemas import MAX_CUSTOM_ID_CHARS, Job, JobRequest, result_line
 from shared.schemas import Truncate
 from shared.settings import Settings
 
+log = logging.getLogger(__name__)
+
 IDEMPOTENCY_KEY = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 LIMIT_RETRY_AFTER = 30  # seconds: about as long as a small job takes to finish
+
+
+@dataclass
+class Staged:
+    """What a submission has written so far: its chunks (numbered from 0) and the bytes it stores."""
+
+    chunks: int = 0
+    bytes: int = 0
 
 
 class JobService:
@@ -44,22 +58,19 @@ class JobService:
         """A JSON submission: {"model", "truncate", "requests": [...]}.
 
         Requests that come before the job's model and truncate are known (a client that sorts its keys puts
-        `requests` before `truncate`) wait in a spool, on disk beyond a few MiB, until they are.
+        `requests` before `truncate`) wait in a spool, on disk beyond a few MiB (RERANK_JOB_SPOOL_DIR), until they
+        are: at most RERANK_JOB_MAX_SPOOL_BYTES of them, and only for a caller within its limits.
         """
-        parser = JsonJobParser(self._settings.max_body_bytes)
-        upload = pieces(stream, self._settings.job_max_upload_bytes)
-        spool = Spool(self._settings.max_body_bytes)
+        settings = self._settings
+        _check_idempotency_key(idempotency_key)
+        if not (idempotency_key and await self._store.idempotency_job(caller, idempotency_key)):
+            await self._admit(caller)  # refused before a byte is spooled; _submit admits the job itself
+        parser = JsonJobParser(settings.max_body_bytes)
+        upload = pieces(stream, settings.job_max_upload_bytes)
+        spool = Spool(settings.max_body_bytes, settings.job_max_spool_bytes, settings.job_spool_dir)
 
         def read_ahead(piece: bytes | None) -> None:
             spool.extend(parser.feed(piece) if piece is not None else parser.close())
-
-        async for piece in upload:
-            await asyncio.to_thread(read_ahead, piece)
-            if parser.settled:
-                break
-        else:
-            await asyncio.to_thread(read_ahead, None)
-        model, truncate = parser.job_fields()
 
         async def items() -> AsyncIterator[Item]:
             async for item in spool.replay():
@@ -67,7 +78,15 @@ class JobService:
             async for item in read_items(parser, upload):
                 yield item
 
-        return await self._submit(model, truncate, items(), idempotency_key, caller)
+        with spool:
+            async for piece in upload:
+                await asyncio.to_thread(read_ahead, piece)
+                if parser.settled:
+                    break
+            else:
+                await asyncio.to_thread(read_ahead, None)
+            model, truncate = parser.job_fields()
+            return await self._submit(model, truncate, items(), idempotency_key, caller)
 
     async def submit_ndjson(
         self, stream: AsyncIterator[bytes], model: str | None, idempotency_key: str | None, caller: str
@@ -92,8 +111,7 @@ class JobService:
     async def _submit(
         self, model: str, truncate: Truncate, items: AsyncIterator[Item], idempotency_key: str | None, caller: str
     ) -> tuple[Job, bool]:
-        if idempotency_key is not None and not IDEMPOTENCY_KEY.fullmatch(idempotency_key):
-            raise RerankError(ErrorType.VALIDATION, "Idempotency-Key must be 1 to 128 characters of [A-Za-z0-9._:-]")
+        _check_idempotency_key(idempotency_key)
         if model not in await self._ranking.served_models():
             raise not_served(model)
         job_id = uuid.uuid4().hex
@@ -110,26 +128,30 @@ class JobService:
                 await self._store.release_idempotency_key(caller, idempotency_key)
             raise
         await self._store.create(job_id, model, caller)
-        chunks = 0
+        staged = Staged()
         try:
-            requests, pairs, chunks = await self._ingest(job_id, model, truncate, items, staged_elsewhere)
+            requests, pairs = await self._ingest(job_id, model, truncate, items, staged_elsewhere, staged)
             await self._store.finalize(
-                job_id, requests=requests, pairs=pairs, chunks=chunks, window=self._settings.job_window
+                job_id, requests=requests, pairs=pairs, chunks=staged.chunks, window=self._settings.job_window
             )
-            first = list(range(min(self._settings.job_window, chunks)))
+            first = list(range(min(self._settings.job_window, staged.chunks)))
             await self._store.lease(job_id, first)
             await asyncio.to_thread(self._queue_chunks, job_id, model, first)
         except BaseException:
-            await self._store.delete(job_id, chunks)
-            if idempotency_key:
-                await self._store.release_idempotency_key(caller, idempotency_key)
+            await _even_if_cancelled(self._discard(job_id, staged.chunks, caller, idempotency_key))
             raise
         job = await self._store.get(job_id)
         assert job is not None
         return job, True
 
+    async def _discard(self, job_id: str, chunks: int, caller: str, idempotency_key: str | None) -> None:
+        """Delete everything a failed submission staged, and free its Idempotency-Key."""
+        await self._store.delete(job_id, chunks)
+        if idempotency_key:
+            await self._store.release_idempotency_key(caller, idempotency_key)
+
     async def _admit(self, caller: str) -> int:
-        """Refuse a new job of a caller at its limits (429); the bytes its unfinished jobs hold staged."""
+        """Refuse a new job of a caller at its limits (429); the bytes its jobs store until they expire."""
         settings = self._settings
         active, staged = await self._store.caller_usage(caller)
         if active >= settings.job_max_active:
@@ -138,27 +160,33 @@ class JobService:
                               retry_after=LIMIT_RETRY_AFTER)  # fmt: skip
         return staged
 
-    async def _ingest(self, job_id: str, model: str, truncate: Truncate, items: AsyncIterator[Item], staged: int):
+    async def _ingest(
+        self, job_id: str, model: str, truncate: Truncate, items: AsyncIterator[Item], elsewhere: int, staged: Staged
+    ) -> tuple[int, int]:
+        """Stage the job's requests (counting into `staged` as it goes); its request and pair totals."""
         settings = self._settings
         entries: list[dict] = []
         failed: dict[int, str] = {}
-        custom_ids: list = []
-        requests = pairs = chunks = chunk_pairs = 0
+        custom_ids: list[str] = []  # each as JSON
+        requests = pairs = chunk_pairs = 0
 
         async def flush(final: bool) -> None:
-            nonlocal entries, failed, custom_ids, chunks, chunk_pairs, staged
+            nonlocal entries, failed, custom_ids, chunk_pairs
             chunk = None
             if entries and (final or chunk_pairs >= settings.job_chunk_pairs):
-                chunk, chunks = (chunks, json.dumps(entries, separators=(",", ":"))), chunks + 1
+                chunk = (staged.chunks, json.dumps(entries, separators=(",", ":")))
                 entries, chunk_pairs = [], 0
-                staged += len(chunk[1])
-                if staged > settings.job_max_staged_bytes:
-                    raise RerankError(ErrorType.OVERLOADED, f"this caller's unfinished jobs would hold more than "
-                                      f"{settings.job_max_staged_bytes} bytes of requests (RERANK_JOB_MAX_STAGED_BYTES); "
-                                      "retry once some have finished", retry_after=LIMIT_RETRY_AFTER)  # fmt: skip
-                await self._store.add_staged_bytes(job_id, len(chunk[1]))
             if chunk is not None or final or len(failed) >= 500:
-                await self._store.stage(job_id, chunk=chunk, failed_lines=failed, custom_ids=custom_ids)
+                size = len(chunk[1]) if chunk else 0
+                size += sum(map(len, failed.values())) + sum(map(len, custom_ids))
+                if elsewhere + staged.bytes + size > settings.job_max_staged_bytes:
+                    raise RerankError(ErrorType.OVERLOADED, f"this caller's jobs would hold more than "
+                                      f"{settings.job_max_staged_bytes} bytes in Redis (RERANK_JOB_MAX_STAGED_BYTES; a "
+                                      "job's bytes count until it expires); retry later",
+                                      retry_after=LIMIT_RETRY_AFTER)  # fmt: skip
+                staged.chunks += chunk is not None  # counted before the write: a failed write is deleted too
+                staged.bytes += size
+                await self._store.stage(job_id, chunk=chunk, failed_lines=failed, custom_ids=custom_ids, size=size)
                 failed, custom_ids = {}, []
 
         async for item in items:
@@ -167,16 +195,16 @@ class JobService:
             if requests > settings.job_max_requests:
                 raise RerankError(ErrorType.TOO_LARGE, f"more than {settings.job_max_requests} requests in one job")
             entry = self._entry(index, item, model, truncate)
-            custom_ids.append(entry.get("custom_id") if isinstance(entry, dict) else _custom_id(item))
+            custom_ids.append(json.dumps(entry.get("custom_id") if isinstance(entry, dict) else _custom_id(item)))
             if isinstance(entry, RerankError):
                 failed[index] = result_line(index, _custom_id(item), error=entry.to_dict())
             else:
                 entries.append(entry)
-                chunk_pairs += len(entry["passages"])
+                chunk_pairs += len(entry["passages"]) * entry["max_chunks_per_passage"]  # the windows it may need
                 pairs += len(entry["passages"])
             await flush(final=False)
         await flush(final=True)
-        return requests, pairs, chunks
+        return requests, pairs
 
     def _entry(self, index: int, item: Item, model: str, truncate: Truncate) -> dict | RerankError:
         if isinstance(item, RerankError):
@@ -208,8 +236,27 @@ class JobService:
             send_job_chunk(self._celery, job_id=job_id, model=model, chunk=chunk, window=self._settings.job_window)
 
 
+def _check_idempotency_key(key: str | None) -> None:
+    if key is not None and not IDEMPOTENCY_KEY.fullmatch(key):
+        raise RerankError(ErrorType.VALIDATION, "Idempotency-Key must be 1 to 128 characters of [A-Za-z0-9._:-]")
+
+
 def _custom_id(item: Item) -> str | None:
+    """The custom_id of a request refused at submission, if it is one that may be stored and echoed."""
     value = item.get("custom_id") if isinstance(item, dict) else None
-    return value if isinstance(value, str) else None
+    return value if isinstance(value, str) and len(value) <= MAX_CUSTOM_ID_CHARS else None
+
+
+async def _even_if_cancelled(cleanup) -> None:
+    """Run `cleanup` to its end even if the task awaiting it is cancelled meanwhile; log (never raise) its failure,
+    so that the error that led to it is the one reported."""
+    task = asyncio.ensure_future(cleanup)
+    try:
+        await asyncio.shield(task)
+    except asyncio.CancelledError:
+        task.add_done_callback(lambda done: done.cancelled() or done.exception())  # retrieved: no warning
+    except Exception:
+        log.warning("could not delete what a failed job submission staged; it expires with RERANK_JOB_TTL",
+                    exc_info=True)  # fmt: skip
 
 

@@ -47,6 +47,10 @@ class JobStore:
         """Bind the caller's `key` to `job_id`; if it was bound already, the job id it names."""
         if await self._redis.set(idempotency_key(caller, key), job_id, nx=True, ex=self._ttl):
             return None
+        return await self.idempotency_job(caller, key)
+
+    async def idempotency_job(self, caller: str, key: str) -> str | None:
+        """The job id the caller's `key` is bound to, if any."""
         existing = await self._redis.get(idempotency_key(caller, key))
         return _text(existing) if existing else None
 
@@ -59,30 +63,33 @@ class JobStore:
             pipe.hset(job_key(job_id), mapping={"model": model, "owner": caller, "status": "queued", "created_at": now,
                                                 "ttl": self._ttl, "staged_bytes": 0})  # fmt: skip
             pipe.expire(job_key(job_id), self._ttl)
-            pipe.zadd(caller_jobs_key(caller), {job_id: now})
-            pipe.zremrangebyscore(caller_jobs_key(caller), 0, now - self._ttl)
+            pipe.zadd(caller_jobs_key(caller), {job_id: now})  # jobs gone from Redis leave it in caller_usage
             pipe.expire(caller_jobs_key(caller), self._ttl)
             await pipe.execute()
 
     async def caller_usage(self, caller: str) -> tuple[int, int]:
-        """How many unfinished jobs the caller has, and how many bytes of requests they hold staged."""
+        """How many unfinished jobs the caller has, and how many bytes all its jobs still in Redis store (a job's
+        `staged_bytes`: what the API and the workers wrote for it, counted until it expires)."""
         ids = [_text(i) for i in await self._redis.zrange(caller_jobs_key(caller), 0, -1)]
         async with self._redis.pipeline(transaction=False) as pipe:
             for job_id in ids:
                 pipe.hmget(job_key(job_id), "status", "staged_bytes")
             states = await pipe.execute() if ids else []
-        unfinished = [int(size or 0) for status, size in states if status is not None and _text(status) not in FINISHED]
-        return len(unfinished), sum(unfinished)
-
-    async def add_staged_bytes(self, job_id: str, size: int) -> None:
-        await self._redis.hincrby(job_key(job_id), "staged_bytes", size)
+        gone = [job_id for job_id, (status, _) in zip(ids, states) if status is None]
+        if gone:
+            await self._redis.zrem(caller_jobs_key(caller), *gone)
+        live = [(_text(status), int(size or 0)) for status, size in states if status is not None]
+        return sum(status not in FINISHED for status, _ in live), sum(size for _, size in live)
 
     async def stage(
-        self, job_id: str, *, chunk: tuple[int, str] | None, failed_lines: dict[int, str], custom_ids: list
-    ) -> None:
+        self, job_id: str, *, chunk: tuple[int, str] | None, failed_lines: dict[int, str], custom_ids: list[str],
+        size: int,
+    ) -> None:  # fmt: skip
         """Write what the upload has produced so far: a chunk of requests for the workers (its JSON), the error
-        lines of requests refused at submission, and the custom ids of both, in submission order."""
+        lines of requests refused at submission, and the custom ids (JSON) of both, in submission order; `size`
+        bytes in all, added to the job's `staged_bytes`."""
         async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.hincrby(job_key(job_id), "staged_bytes", size)
             if chunk is not None:
                 chunk_no, payload = chunk
                 pipe.set(chunk_key(job_id, chunk_no), payload, ex=self._ttl)
@@ -91,7 +98,7 @@ class JobStore:
                 pipe.expire(results_key(job_id), self._ttl)
                 pipe.hincrby(job_key(job_id), "failed_requests", len(failed_lines))
             if custom_ids:
-                pipe.rpush(ids_key(job_id), *(json.dumps(c) for c in custom_ids))
+                pipe.rpush(ids_key(job_id), *custom_ids)
                 pipe.expire(ids_key(job_id), self._ttl)
             await pipe.execute()
 

@@ -4,7 +4,9 @@ Each parser is fed the upload piece by piece (`feed`, then `close`) and returns 
 far: a dict each, or the RerankError that fails that request alone. Parsing is plain CPU work, so
 `read_items` runs it off the event loop, a piece at a time. Memory stays at about one piece plus one
 request: a line (NDJSON) or a stretch of the body without a complete request (JSON) longer than
-`max_request_bytes` (RERANK_MAX_BODY_BYTES) is refused with 413 rather than held.
+`max_request_bytes` (RERANK_MAX_BODY_BYTES) is refused with 413 rather than held. A job needs five levels of
+nesting; a body (or a line) nested more than MAX_DEPTH levels is refused as each event arrives, before a parser
+builds anything for it (ijson's per-level prefixes would cost memory in the square of the depth).
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import json
 import tempfile
+from pathlib import Path
 from typing import AsyncIterator, Protocol
 
 import ijson
@@ -22,6 +25,11 @@ Item = dict | RerankError  # a parsed request, or why it could not be read
 
 PIECE_BYTES = 256 * 1024  # upload bytes parsed per hop to a thread
 JOB_FIELDS = ("model", "truncate", "requests")
+MAX_DEPTH = 16  # levels of nesting in a job's body or an NDJSON line: {"requests": [{"passages": [{...}]}]} is 5
+
+
+def too_deep(what: str) -> RerankError:
+    return RerankError(ErrorType.INVALID_BODY, f"{what} is nested more than {MAX_DEPTH} levels deep")
 
 
 def too_large(what: str, limit: int) -> RerankError:
@@ -31,9 +39,26 @@ def too_large(what: str, limit: int) -> RerankError:
 def _parse_line(line: bytes | bytearray) -> Item:
     try:
         value = json.loads(line.decode("utf-8"))
+    except RecursionError:  # nested past the interpreter's limit: json.loads gave up, cheaply
+        return too_deep("the line")
     except (UnicodeDecodeError, ValueError):
         return RerankError(ErrorType.INVALID_BODY, "line is not valid UTF-8 JSON")
-    return value if isinstance(value, dict) else RerankError(ErrorType.INVALID_BODY, "line is not a JSON object")
+    if not isinstance(value, dict):
+        return RerankError(ErrorType.INVALID_BODY, "line is not a JSON object")
+    return value if _depth_within(value, MAX_DEPTH) else too_deep("the line")
+
+
+def _depth_within(value: object, limit: int) -> bool:
+    """Whether `value` (parsed JSON) nests at most `limit` levels of lists and objects."""
+    level, depth = [value], 0
+    while level:
+        depth += 1
+        if depth > limit:
+            return False
+        level = [child for node in level if isinstance(node, (dict, list))
+                 for child in (node.values() if isinstance(node, dict) else node)  # fmt: skip
+                 if isinstance(child, (dict, list))]
+    return True
 
 
 class Parser(Protocol):
@@ -76,12 +101,15 @@ class NdjsonParser:
 
 class JsonJobParser:
     """`{"model", "truncate", "requests": [...]}`, read by two ijson push parsers over the same bytes: one
-    checks the document's shape and reads the job's fields, the other builds the requests one at a time."""
+    checks the document's shape and depth and reads the job's fields, event by event (`send`, so that it stops
+    at the first level too deep), the other builds the requests one at a time, fed a piece only once the first
+    has passed it."""
 
     def __init__(self, max_request_bytes: int) -> None:
         self._max = max_request_bytes
-        self._events, self._requests = ijson.sendable_list(), ijson.sendable_list()
-        self._shape = ijson.parse_coro(self._events, use_float=True)
+        self._depth = 0
+        self._requests = ijson.sendable_list()
+        self._shape = ijson.parse_coro(self, use_float=True)
         self._builder = ijson.items_coro(self._requests, "requests.item", use_float=True)  # no Decimal
         self.fields: dict[str, str] = {}
         self.requests_ended = False
@@ -128,9 +156,6 @@ class JsonJobParser:
         return model, truncate
 
     def _collect(self, fed: int) -> list[Item]:
-        for prefix, event, value in self._events:
-            self._check_shape(prefix, event, value)
-        del self._events[:]
         items = [r if isinstance(r, dict) else RerankError(ErrorType.INVALID_BODY, "not a JSON object")
                  for r in self._requests]  # fmt: skip
         del self._requests[:]
@@ -139,6 +164,19 @@ class JsonJobParser:
         if self._since_request > self._max + PIECE_BYTES:
             raise too_large("a request of the job", self._max)
         return items
+
+    def send(self, event: tuple[str, str, object]) -> None:
+        """One event of the shape parser."""
+        prefix, kind, value = event
+        if kind == "start_map" or kind == "start_array":
+            self._depth += 1
+            if self._depth > MAX_DEPTH:
+                raise too_deep("the body")
+        elif kind == "end_map" or kind == "end_array":
+            self._depth -= 1
+        if prefix and prefix.startswith("requests."):
+            return  # inside a request: the builder's
+        self._check_shape(prefix, kind, value)
 
     def _check_shape(self, prefix: str, event: str, value) -> None:
         if not prefix:
@@ -181,15 +219,30 @@ async def read_items(parser: Parser, upload: AsyncIterator[bytes]) -> AsyncItera
 
 
 class Spool:
-    """Requests read before the job's fields were known, held as NDJSON in memory up to a few MiB, then on disk."""
+    """Requests read before the job's fields were known, held as NDJSON in memory up to a few MiB, then in a file
+    of `directory` (None: the system's temporary directory), refused with 413 past `max_bytes`."""
 
-    def __init__(self, max_request_bytes: int) -> None:
-        self._file = tempfile.SpooledTemporaryFile(max_size=4 * 1024 * 1024)
+    def __init__(self, max_request_bytes: int, max_bytes: int, directory: Path | None = None) -> None:
+        self._file = tempfile.SpooledTemporaryFile(max_size=4 * 1024 * 1024, dir=directory)
         self._max = max_request_bytes
+        self._max_bytes = max_bytes
+        self._size = 0
+
+    def __enter__(self) -> "Spool":
+        return self
+
+    def __exit__(self, *_) -> None:
+        self._file.close()
 
     def extend(self, items: list[Item]) -> None:
         for item in items:
-            self._file.write(b"null\n" if isinstance(item, RerankError) else json.dumps(item).encode() + b"\n")
+            line = b"null\n" if isinstance(item, RerankError) else json.dumps(item).encode() + b"\n"
+            self._size += len(line)
+            if self._size > self._max_bytes:
+                raise RerankError(ErrorType.TOO_LARGE, f"requests before the job's model and truncate over "
+                                  f"RERANK_JOB_MAX_SPOOL_BYTES ({self._max_bytes} bytes): send model and truncate "
+                                  "before requests")  # fmt: skip
+            self._file.write(line)
 
     async def replay(self) -> AsyncIterator[Item]:
         self._file.seek(0)

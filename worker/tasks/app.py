@@ -123,15 +123,8 @@ def submit_request(
     settings = get_settings()
     pairs, windows = state.tokenizer.encode_windows(
         query, passages, truncate, max_passage_tokens, instruction,
-        max_windows=max_chunks, overlap=settings.chunk_overlap_tokens,
+        max_windows=max_chunks, overlap=settings.chunk_overlap_tokens, max_total=settings.max_windows_per_request,
     )  # fmt: skip
-    if windows is not None and len(windows) > settings.max_windows_per_request:
-        raise RerankError(
-            ErrorType.TOO_LARGE,
-            f"the request needs {len(windows)} windows ({len(passages)} passages, up to {max_chunks} windows each); "
-            f"a worker scores at most {settings.max_windows_per_request} per request "
-            "(RERANK_MAX_WINDOWS_PER_REQUEST): allow fewer windows or send fewer passages",
-        )
     future = score_distinct(state.engine, pairs, **options)
 
     def result(timeout: float | None = None) -> tuple[np.ndarray, np.ndarray]:

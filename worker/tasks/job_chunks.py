@@ -33,10 +33,16 @@ from worker.tasks.app import app, current_state, fleet_task, submit_request
 log = logging.getLogger(__name__)
 
 # KEYS: job, done, results, ids, leases, chunk. ARGV: chunk no, completed, failed, pairs, now, (index, line)...
-# The job's keys get their TTL (the job's own `ttl` field, set by the API) again when it finishes.
+# The job's keys get their TTL (the job's own `ttl` field, set by the API) again when it finishes. The lines'
+# bytes count in the job's `staged_bytes`, against its caller's RERANK_JOB_MAX_STAGED_BYTES until it expires.
 _COMMIT = """
 if redis.call('SADD', KEYS[2], ARGV[1]) == 0 then return 0 end
-for i = 6, #ARGV, 2 do redis.call('HSET', KEYS[3], ARGV[i], ARGV[i + 1]) end
+local stored = 0
+for i = 6, #ARGV, 2 do
+  redis.call('HSET', KEYS[3], ARGV[i], ARGV[i + 1])
+  stored = stored + #ARGV[i + 1]
+end
+redis.call('HINCRBY', KEYS[1], 'staged_bytes', stored)
 redis.call('HINCRBY', KEYS[1], 'completed_requests', ARGV[2])
 redis.call('HINCRBY', KEYS[1], 'failed_requests', ARGV[3])
 redis.call('HINCRBY', KEYS[1], 'completed_pairs', ARGV[4])

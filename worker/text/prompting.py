@@ -105,8 +105,10 @@ class PromptEncoder:
         *,
         max_windows: int = 1,
         overlap: int = 0,
+        max_total: int | None = None,
     ) -> tuple[EncodedPairs, Windows | None]:
-        """`encode`, with each passage longer than fits beside the query scored as up to `max_windows` windows:
+        """`encode`, with each passage longer than fits beside the query scored as up to `max_windows` windows
+        (`max_total` in all, 413 beyond, before any sequence is built):
         windows of the passage's own tokens (worker/text/windows.py), each filled into the pair as the passage's
         characters from its first token's start to its last token's end. Windows are sized to fit, and END cuts
         what the pair's own tokenization adds at their edges. None: one sequence a passage."""
@@ -119,7 +121,8 @@ class PromptEncoder:
             encodings = self.tokenizer.encode_batch(list(passages), add_special_tokens=False)
             lengths = np.fromiter(map(len, encodings), dtype=np.int64, count=len(encodings))
             if room > 0 and (lengths > room).any():
-                windows = plan_windows(lengths, room=room, max_windows=max_windows, overlap=overlap, truncate=truncate)
+                windows = plan_windows(lengths, room=room, max_windows=max_windows, overlap=overlap, truncate=truncate,
+                                       max_total=max_total)  # fmt: skip
                 texts = [
                     passages[owner] if length == lengths[owner] else
                     passages[owner][encodings[owner].offsets[start][0] : encodings[owner].offsets[start + length - 1][1]]

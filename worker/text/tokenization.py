@@ -170,15 +170,19 @@ class PairTokenizer:
         *,
         max_windows: int = 1,
         overlap: int = 0,
+        max_total: int | None = None,
     ) -> tuple[EncodedPairs, Windows | None]:
         """`encode`, with each passage longer than fits beside the query scored as up to `max_windows` windows
-        (worker/text/windows.py): the windows' pairs, and which passage each is of (None: one pair each)."""
+        (worker/text/windows.py), `max_total` in all (413 beyond, before any pair is built): the windows' pairs,
+        and which passage each is of (None: one pair each)."""
         if instruction is not None:
             raise instruction_refused()
         if self._templates is None:
-            return self._pair_by_pair(query, passages, truncate, max_passage_tokens, max_windows, overlap)
+            return self._pair_by_pair(query, passages, truncate, max_passage_tokens, max_windows, overlap,
+                                      max_total=max_total)  # fmt: skip
         return self._assemble(self._templates, self._query_ids(query), passages, truncate, max_passage_tokens,
-                              limit=self.max_seq_len, max_windows=max_windows, overlap=overlap)  # fmt: skip
+                              limit=self.max_seq_len, max_windows=max_windows, overlap=overlap,
+                              max_total=max_total)  # fmt: skip
 
     def _passages(
         self, passages: Sequence[str], max_passage_tokens: int | None, keep: int | None = None
@@ -200,6 +204,7 @@ class PairTokenizer:
     def _assemble(
         self, templates: tuple[_Template, _Template], query_ids: np.ndarray, passages: Sequence[str], truncate: str,
         max_passage_tokens: int | None, *, limit: int | None, max_windows: int = 1, overlap: int = 0,
+        max_total: int | None = None,
     ) -> tuple[EncodedPairs, Windows | None]:  # fmt: skip
         """Every pair built from the templates in whole-array operations, after truncation to `limit` (None: none)
         or, where `max_windows` allows it, cut into windows."""
@@ -211,7 +216,8 @@ class PairTokenizer:
         empty = np.fromiter(map(len, passages), dtype=np.int64, count=len(passages)) == 0  # the query alone
         kept = lengths
         if limit is not None and max_windows > 1 and room > 0 and (lengths > room).any():
-            windows = plan_windows(lengths, room=room, max_windows=max_windows, overlap=overlap, truncate=truncate)
+            windows = plan_windows(lengths, room=room, max_windows=max_windows, overlap=overlap, truncate=truncate,
+                                   max_total=max_total)  # fmt: skip
             passage_starts, kept, empty = passage_starts[windows.owners] + windows.offsets, windows.lengths, empty[windows.owners]
         elif limit is not None:
             query_len, kept = fit_pairs(query_len=query_len, passage_lens=lengths, specials=pair.specials, limit=limit,
@@ -236,7 +242,7 @@ class PairTokenizer:
 
     def _pair_by_pair(
         self, query: str, passages: Sequence[str], truncate: str, max_passage_tokens: int | None, max_windows: int,
-        overlap: int,
+        overlap: int, *, max_total: int | None = None,
     ) -> tuple[EncodedPairs, Windows | None]:  # fmt: skip
         """The tokenizer's own post-processor on every pair (tokenizers whose specials are not a fixed template);
         windows are the tokenizer's own overflowing pieces, cut where `plan_windows` says."""
@@ -248,7 +254,8 @@ class PairTokenizer:
         room = self.max_seq_len - self.pair_specials - len(query_enc)
         windows = None
         if max_windows > 1 and room > 0 and (lengths > room).any():
-            windows = plan_windows(lengths, room=room, max_windows=max_windows, overlap=overlap, truncate=truncate)
+            windows = plan_windows(lengths, room=room, max_windows=max_windows, overlap=overlap, truncate=truncate,
+                                   max_total=max_total)  # fmt: skip
             pieces = []
             for encoding, length, count in zip(passage_encs, lengths.tolist(), np.bincount(windows.owners).tolist()):
                 encoding.truncate(length)

@@ -34,9 +34,10 @@ class Windows:
 
 
 def plan_windows(
-    lengths: np.ndarray, *, room: int, max_windows: int, overlap: int, truncate: str
+    lengths: np.ndarray, *, room: int, max_windows: int, overlap: int, truncate: str, max_total: int | None = None
 ) -> Windows:
-    """The windows of passages of these token lengths, R = `room` (> 0) tokens each, at most `max_windows` a passage."""
+    """The windows of passages of these token lengths, R = `room` (> 0) tokens each, at most `max_windows` a passage
+    and `max_total` (RERANK_MAX_WINDOWS_PER_REQUEST) in all: counted from the lengths, before any pair is built."""
     lengths = np.asarray(lengths, dtype=np.int64)
     step = room - min(overlap, room // 2)
     needed = np.where(lengths > room, 1 + -(-(lengths - room) // step), 1)
@@ -44,6 +45,8 @@ def plan_windows(
         index = int(np.argmax(needed > max_windows))
         raise too_many_windows(index=index, needed=int(needed[index]), room=room, max_windows=max_windows)
     count = np.minimum(needed, max_windows)
+    if max_total is not None and int(count.sum()) > max_total:
+        raise too_many_request_windows(int(count.sum()), passages=len(lengths), max_windows=max_windows, limit=max_total)
     owners = np.repeat(np.arange(len(lengths)), count)
     number = np.arange(len(owners)) - np.repeat(np.cumsum(count) - count, count)  # the window's place in its passage
     offsets = number * step
@@ -57,6 +60,16 @@ def too_many_windows(*, index: int, needed: int, room: int, max_windows: int) ->
         f"passage {index}: it needs {needed} windows of up to {room} tokens beside the query, more than "
         f"max_chunks_per_passage={max_windows}; send truncate=END to score its first {max_windows} windows, or "
         "allow more windows",
+    )
+
+
+def too_many_request_windows(needed: int, *, passages: int, max_windows: int, limit: int) -> RerankError:
+    """The 413 for a request whose passages need more windows in all than a worker scores for one request."""
+    return RerankError(
+        ErrorType.TOO_LARGE,
+        f"the request needs {needed} windows ({passages} passages, up to {max_windows} windows each); a worker "
+        f"scores at most {limit} per request (RERANK_MAX_WINDOWS_PER_REQUEST): allow fewer windows or send fewer "
+        "passages",
     )
 
 

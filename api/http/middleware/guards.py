@@ -1,6 +1,7 @@
 """Checks on a request's line and headers, before its body is read: the Host it names (RERANK_TRUSTED_HOSTS),
-the type of its body (JSON, or NDJSON for batch jobs: never a form a web page could post cross-site), and a
-trailing slash, which is dropped (`POST /v1/ranking/` is `/v1/ranking`, not a redirect)."""
+the type of its body (JSON, or NDJSON for batch jobs: never a form a web page could post cross-site; a job
+must name its type, since a page can post a typeless body too), and a trailing slash, which is dropped
+(`POST /v1/ranking/` is `/v1/ranking`, not a redirect)."""
 
 from __future__ import annotations
 
@@ -21,9 +22,10 @@ def media_type(headers: Headers) -> str | None:
     return value.split(";")[0].strip().lower() if value is not None else None
 
 
-def _is_json(kind: str | None) -> bool:
-    # no Content-Type at all is read as JSON, as FastAPI does
-    return kind is None or kind == "application/json" or (kind.startswith("application/") and kind.endswith("+json"))
+def _is_json(kind: str | None, *, typeless: bool) -> bool:
+    if kind is None:
+        return typeless  # read as JSON, as FastAPI does, where `typeless` allows it
+    return kind == "application/json" or (kind.startswith("application/") and kind.endswith("+json"))
 
 
 def _host_allowed(host: str, allowed: list[str]) -> bool:
@@ -35,9 +37,9 @@ def _host_allowed(host: str, allowed: list[str]) -> bool:
 class RequestGuards:
     """Wraps an ASGI app; answers 400 (host) or 415 (body type) with the envelope, reading nothing else."""
 
-    def __init__(self, app: ASGIApp, trusted_hosts: str) -> None:
+    def __init__(self, app: ASGIApp, trusted_hosts: list[str]) -> None:
         self.app = app
-        self.trusted_hosts = [h.strip().lower() for h in trusted_hosts.split(",") if h.strip()]
+        self.trusted_hosts = trusted_hosts
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -50,7 +52,7 @@ class RequestGuards:
         elif scope["method"] in BODY_METHODS:
             kind = media_type(headers)
             jobs = scope["path"].startswith(JOBS_PREFIX)
-            if not (_is_json(kind) or (jobs and kind in NDJSON_TYPES)):
+            if not (_is_json(kind, typeless=not jobs) or (jobs and kind in NDJSON_TYPES)):
                 error = RerankError(ErrorType.UNSUPPORTED_MEDIA, "the body must be JSON, sent with Content-Type: "
                                     "application/json" + (" (or NDJSON: application/x-ndjson)" if jobs else ""))  # fmt: skip
         if error is not None:

@@ -76,7 +76,7 @@ def test_a_request_cut_short_by_shutdown_gets_the_503_envelope(log_dir, silent_m
     chunk = b"%x\r\n%s\r\n" % (len(line), line)
     try:
         with socket.create_connection((host, int(port))) as sock:
-            sock.sendall(b"POST /v1/ranking/jobs HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-ndjson\r\n"
+            sock.sendall(b"POST /v1/ranking/jobs HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/x-ndjson\r\n"
                          b"Transfer-Encoding: chunked\r\n\r\n" + chunk)  # fmt: skip
             time.sleep(0.5)
             api.process.send_signal(signal.SIGTERM)

@@ -127,19 +127,19 @@ def test_idempotency_keys_are_bounded(upload_api):
 
 
 def test_jobs_in_flight_and_bytes_staged_per_caller_are_capped(log_dir, upload_redis):
+    # a key of its own: the jobs of the tests above (caller 127.0.0.1) hold their bytes until they expire
     api = start_api(log_dir, redis_url=upload_redis.extra["url"], model="unused", model_id=MODEL_ID,
-                    job_max_active=2, job_max_staged_bytes=200_000)  # fmt: skip
+                    job_max_active=2, job_max_staged_bytes=200_000, api_key="capped-caller")  # fmt: skip
     try:
         url = api.extra["url"] + "/v1/ranking/jobs"
-        _cancel_all(url)  # those of the tests above: the same caller, 127.0.0.1
         small = json.dumps({"model": MODEL_ID, "requests": [_request(0)]}).encode()
-        headers = {"content-type": "application/json"}
+        headers = {"content-type": "application/json", "authorization": "Bearer capped-caller"}
         assert [httpx.post(url, content=small, headers=headers, timeout=30).status_code for _ in range(2)] == [202, 202]
         third = httpx.post(url, content=small, headers=headers, timeout=30)
         assert third.status_code == 429, third.text
         assert int(third.headers["retry-after"]) >= 1
         assert "RERANK_JOB_MAX_ACTIVE" in third.json()["error"]["message"]
-        _cancel_all(url)
+        _cancel_all(url, headers)
         big = json.dumps({"model": MODEL_ID, "requests": [_request(i) for i in range(300)]}).encode()
         assert len(big) > 200_000
         too_big = httpx.post(url, content=big, headers=headers, timeout=30)
@@ -150,9 +150,9 @@ def test_jobs_in_flight_and_bytes_staged_per_caller_are_capped(log_dir, upload_r
         api.stop()
 
 
-def _cancel_all(url: str) -> None:
-    for job in httpx.get(url, params={"limit": 100}, timeout=30).json()["data"]:
-        httpx.delete(f"{url}/{job['id']}", timeout=30)
+def _cancel_all(url: str, headers: dict) -> None:
+    for job in httpx.get(url, params={"limit": 100}, headers=headers, timeout=30).json()["data"]:
+        httpx.delete(f"{url}/{job['id']}", headers=headers, timeout=30)
 
 
 def test_metrics_report_redis_memory(upload_api):

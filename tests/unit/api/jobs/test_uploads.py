@@ -59,3 +59,17 @@ def test_a_json_request_past_the_limit_is_refused():
     with pytest.raises(RerankError) as refused:
         _feed(JsonJobParser(100_000), body, piece=65536)
     assert refused.value.type is ErrorType.TOO_LARGE
+
+
+def test_nesting_is_bounded_in_json_bodies_and_ndjson_lines():
+    deepest = {"q": [[[[[[[[[[[[[[1]]]]]]]]]]]]]]}  # 16 levels: taken
+    body = json.dumps({"model": "m", "requests": [[[[[[[[[[[[[[[[]]]]]]]]]]]]]]]]}).encode()  # 17
+    with pytest.raises(RerankError) as refused:
+        _feed(JsonJobParser(1000), body)
+    assert refused.value.message == "the body is nested more than 16 levels deep"
+    items = _feed(JsonJobParser(1000), json.dumps({"model": "m", "requests": [deepest["q"][0]]}).encode())
+    assert items and isinstance(items[0], RerankError) and items[0].message == "not a JSON object"  # not too deep
+    lines = json.dumps(deepest).encode() + b"\n" + json.dumps({"q": [deepest]}).encode() + b"\n" + b"[" * 5000
+    taken, too_deep, past_recursion = _feed(NdjsonParser(100_000), lines)
+    assert taken == deepest
+    assert too_deep.message == past_recursion.message == "the line is nested more than 16 levels deep"

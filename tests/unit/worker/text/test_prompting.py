@@ -128,3 +128,5 @@ def test_a_long_passage_is_prompted_as_windows_of_its_own_text(family, request):
     assert max(got.lengths) <= 220
     with pytest.raises(RerankError, match="passage 1: it needs"):
         encoder.encode_windows(QUERY, ["bananas", passage], "NONE", max_windows=2, overlap=8)
+    with pytest.raises(RerankError, match=f"the request needs {len(windows)} windows"):  # from lengths, unbuilt
+        encoder.encode_windows(QUERY, ["bananas", passage], "NONE", max_windows=16, overlap=8, max_total=len(windows) - 1)

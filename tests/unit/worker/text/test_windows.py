@@ -77,3 +77,19 @@ def test_the_tokenizer_s_own_overflowing_pieces_give_the_same_windows(tokenizers
     fast, _ = pairs.encode_windows(QUERY, ["", "short", LONG], "END", max_windows=5, overlap=3)
     careful, _ = pairs._pair_by_pair(QUERY, ["", "short", LONG], "END", None, 5, 3)
     assert token_rows(fast) == token_rows(careful)
+
+
+def test_a_request_over_the_window_limit_is_refused_from_its_lengths(tokenizers):
+    assert len(plan_windows(np.array([5, 26]), room=10, max_windows=16, overlap=2, truncate="END", max_total=4)) == 4
+    with pytest.raises(RerankError) as refused:
+        plan_windows(np.array([5, 26]), room=10, max_windows=16, overlap=2, truncate="END", max_total=3)
+    assert refused.value.type is ErrorType.TOO_LARGE and "RERANK_MAX_WINDOWS_PER_REQUEST" in refused.value.message
+    _, pairs = tokenizers
+    _, windows = pairs.encode_windows(QUERY, ["short", LONG], "END", max_windows=5, overlap=3)
+    for encode in (pairs.encode_windows, pairs._pair_by_pair):  # templates, and the tokenizer's own pairs
+        args = (QUERY, ["short", LONG], "END") + ((None, 5, 3) if encode == pairs._pair_by_pair else ())
+        options = {} if encode == pairs._pair_by_pair else {"max_windows": 5, "overlap": 3}
+        assert len(encode(*args, **options, max_total=len(windows))[1]) == len(windows)
+        with pytest.raises(RerankError) as refused:
+            encode(*args, **options, max_total=len(windows) - 1)
+        assert f"needs {len(windows)} windows" in refused.value.message
