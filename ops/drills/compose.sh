@@ -76,6 +76,8 @@ command -v dockerd >/dev/null || missing+=(docker.io)
 command -v docker-compose >/dev/null || missing+=(docker-compose)
 command -v debootstrap >/dev/null || missing+=(debootstrap)
 for tool in curl bc; do command -v "$tool" >/dev/null || missing+=("$tool"); done
+command -v ip >/dev/null || missing+=(iproute2)
+command -v openssl >/dev/null || missing+=(openssl)
 python3 -m pip --version >/dev/null 2>&1 || missing+=(python3-pip)
 if [ "${#missing[@]}" -gt 0 ]; then
     echo "   installing from Debian: ${missing[*]}"
@@ -120,7 +122,9 @@ echo "   pip in the builds trusts $ca_bundle too (EXTRA_CA_BUNDLE=ops/docker/sit
 WROTE_ENV=1
 torch_index=""
 if ! curl -sf -m 15 -o /dev/null https://download.pytorch.org/whl/cpu/torch/; then
-    gateway=$(docker network inspect bridge -f '{{(index .IPAM.Config 0).Gateway}}')
+    # The default bridge's address on this machine: what a build container reaches the host at.
+    gateway=$(ip -4 -o addr show docker0 | awk '{print $4}' | cut -d/ -f1)
+    [ -n "$gateway" ] || fail "no address on docker0 to serve the torch index on"
     if [ ! -s "$CACHE/torch-index/torch/index.ok" ]; then
         rm -rf "$CACHE/torch-index" "$CACHE/wheels"
         python3 -m pip download -q --only-binary=:all: --platform manylinux_2_28_x86_64 --python-version 3.11 \
