@@ -224,7 +224,8 @@ body='{"model":"drill","query":{"text":"which passage is about a fox"},"passages
     || fail "POST /v1/ranking with the key is not 200"
 [ "$(code -H 'Content-Type: application/json' -d "$body" "$URL/v1/ranking")" = 401 ] || fail "POST /v1/ranking without the key is not 401"
 [ "$(code "$URL/v1/health/ready")" = 200 ] || fail "/v1/health/ready is not 200"
-curl -sf -H "Authorization: Bearer $KEY" "$URL/metrics" | grep -q '^rerank_' || fail "/metrics has no rerank_ metric"
+metrics=$(curl -sf -H "Authorization: Bearer $KEY" "$URL/metrics") || fail "/metrics with the key is not 200"
+grep -q '^rerank_requests_total' <<<"$metrics" || fail "/metrics has no rerank_requests_total"
 [ "$(code "http://127.0.0.1:$FLOWER_PORT/")" = 401 ] || fail "Flower without credentials is not 401"
 [ "$(code -u "$FLOWER_AUTH" "http://127.0.0.1:$FLOWER_PORT/")" = 200 ] || fail "Flower with its credentials is not 200"
 docker run --rm --network host -e KEY="$KEY" -e PORT="$GRPC_PORT" rerank-fleet-api:latest python -c '
