@@ -16,8 +16,8 @@
 #     CPU command, and checks: every service healthy within a bound; POST /v1/ranking 200 with the key and
 #     401 without; /v1/health/ready; /metrics; Flower 401 without and 200 with its credentials; a gRPC
 #     ModelInfer with tritonclient; every container read-only, non-root, without capabilities; a worker
-#     container killed mid-request (0 x 504, a new worker serving after Docker restarts it); a queued batch
-#     job kept across `down` and `up`.
+#     container killed mid-request (SIGKILL to its main process, a crash: 0 x 504, a new worker serving after
+#     Docker restarts it; ops/drills/compose_checks.py); a queued batch job kept across `down` and `up`.
 # It prints each phase's time and stops at the first failure with the containers' logs. Images stay in
 # Docker's cache, so a second run rebuilds nothing; the drill's containers and volumes are removed at the end.
 set -euo pipefail

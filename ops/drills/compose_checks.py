@@ -2,8 +2,10 @@
 them with the machine's python3, before any virtual environment exists).
 
   python3 ops/drills/compose_checks.py worker-kill --url URL --key KEY --model ID --container ID
-      Ranking requests from several clients without pause; `docker kill` of the worker container while
-      requests are in flight; the clients go on until Docker has restarted the worker and it serves again.
+      Ranking requests from several clients without pause; the worker container's main process killed
+      (SIGKILL from the host, a crash as Docker sees one) while requests are in flight; the clients go on until
+      Docker has restarted the container and its new worker serves. (`docker kill` itself tells dockerd that
+      the container was stopped on purpose: its restart policy then does not restart it.)
       Passes when every answer is 200 or 503 (503 only while no worker is left), none is 504, and a request
       sent after the restart is answered 200 by a worker of a new name. Prints the figures as JSON.
   python3 ops/drills/compose_checks.py job-submit|job-wait ...
@@ -15,6 +17,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import signal
 import subprocess
 import sys
 import threading
@@ -77,7 +81,9 @@ def worker_kill(args: argparse.Namespace) -> int:
         thread.start()
     time.sleep(args.kill_after)
     killed_at = time.monotonic() - start
-    subprocess.run(["docker", "kill", args.container], check=True, capture_output=True)
+    pid = subprocess.run(["docker", "inspect", "-f", "{{.State.Pid}}", args.container],
+                         capture_output=True, text=True, check=True).stdout.strip()  # fmt: skip
+    os.kill(int(pid), signal.SIGKILL)
     # Go on until a request sent after the kill has been answered 200 (a new worker serves), then a little more.
     served_again = None
     while time.monotonic() - start < killed_at + args.deadline + 30:
