@@ -40,6 +40,8 @@ def _request(url: str, key: str, method: str = "GET", body: dict | None = None, 
             return answer.status, answer.read()
     except urllib.error.HTTPError as error:
         return error.code, error.read()
+    except (urllib.error.URLError, OSError):
+        return 0, b"no answer: connection failed"  # 0 is no HTTP status: counted as a failure where it matters
 
 
 def ranking_body(model: str, seed: int) -> dict:
@@ -146,6 +148,9 @@ def job_wait(args: argparse.Namespace) -> int:
     job: dict = {}
     while time.monotonic() < deadline:
         status, raw = _request(f"{args.url}/v1/ranking/jobs/{args.job}", args.key, timeout=10)
+        if status == 0:  # the API is not listening yet
+            time.sleep(1)
+            continue
         if status != 200:
             print(f"FAIL: the job answered {status}: {raw[:300]!r} (lost across down/up?)", file=sys.stderr)
             return 1
