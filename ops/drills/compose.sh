@@ -108,7 +108,8 @@ if ! have_image python:3.11-slim && ! timeout 60 docker pull -q python:3.11-slim
 fi
 if ! have_image redis:7-alpine && ! timeout 60 docker pull -q redis:7-alpine >/dev/null 2>&1; then
     echo "   redis:7-alpine cannot be pulled: a stand-in with Debian's redis-server"
-    docker build -q -t redis:7-alpine -f ops/drills/compose/redis.Dockerfile ops/drills/compose >/dev/null
+    docker build -q -t redis:7-alpine -f ops/drills/compose/redis.Dockerfile ops/drills/compose >"$CACHE/redis-build.log" 2>&1 \
+        || { tail -20 "$CACHE/redis-build.log"; fail "the redis stand-in did not build"; }
 fi
 
 # --- 3. what the builds need from this machine: its CA bundle, a torch index -------------------------------
