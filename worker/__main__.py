@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import secrets
 import sys
 
 import redis
@@ -38,15 +39,17 @@ log = logging.getLogger("worker")
 
 
 def worker_name(model_id: str, device: str) -> str:
-    """Celery node name, readable in Flower: model, device (the host's GPU id) and pid, then the host.
+    """Celery node name, readable in Flower: model, device (the host's GPU id), pid and a start token, then the host.
 
-    The pid keeps several workers of one host apart (two CPU workers, or a restarted one).
+    The pid keeps several workers of one host apart (two CPU workers); the random start token keeps a restarted
+    worker apart from the one it replaces even where pid and host repeat (a container restarted by Docker is
+    pid 1 on the same hostname again): the API sees the old name's heartbeats stop and resends its requests.
     """
     slug = re.sub(r"[^A-Za-z0-9_.-]+", "-", model_id).strip("-")
     label = "cpu"
     if device.startswith("cuda"):
         label = "gpu" + (os.environ.get("CUDA_VISIBLE_DEVICES") or device.partition(":")[2] or "0").replace(",", "+")
-    return f"rerank-{slug}-{label}-{os.getpid()}@%h"
+    return f"rerank-{slug}-{label}-{os.getpid()}-{secrets.token_hex(3)}@%h"
 
 
 class Worker:

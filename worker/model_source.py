@@ -52,9 +52,29 @@ def require_safetensors(model_dir: str, source: str) -> None:
         )
 
 
+def require_readable(model_dir: str) -> None:
+    """Refuse a model directory this process may not read, naming the file, its mode and owner, and our uid.
+
+    Without this, a file the worker's user cannot read (a container's uid against files written 0600 by
+    another) surfaces from transformers as a misleading "No such file or directory"."""
+    unreadable = [model_dir] if not os.access(model_dir, os.R_OK | os.X_OK) else []
+    if not unreadable:
+        for entry in os.scandir(model_dir):
+            if entry.is_file() and not os.access(entry.path, os.R_OK):
+                unreadable.append(entry.path)
+    if unreadable:
+        info = os.stat(unreadable[0])
+        raise ModelLoadError(
+            f"permission denied: {unreadable[0]!r} (mode {info.st_mode & 0o777:04o}, owner uid {info.st_uid}"
+            f"{f', and {len(unreadable) - 1} more' if len(unreadable) > 1 else ''}) cannot be read by this worker's "
+            f"uid {os.getuid()}; make the model readable to it, e.g. chmod -R a+rX {model_dir}"
+        )
+
+
 def resolve_model_dir(source: str, *, trust_remote_code: bool = False, revision: str | None = None) -> str:
     """A local directory holding the model named by `source` (a directory, or a hub id at `revision`)."""
     if os.path.isdir(source):
+        require_readable(source)
         if not os.path.isfile(os.path.join(source, "config.json")):
             raise ModelLoadError(f"{source!r} is a directory but holds no config.json: not a Hugging Face model")
         require_safetensors(source, source)

@@ -195,7 +195,19 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     path = BUILDERS[args.kind](args.out_dir, seed=args.seed)
+    make_readable(path)
     print(path)
+
+
+def make_readable(model_dir: str | os.PathLike) -> None:
+    """Give every file of `model_dir` the mode a plain write would (0644 under the usual umask).
+
+    transformers writes model.safetensors through a private temporary file (mode 0600), which a worker
+    running as another user (the container's uid 10001) cannot read."""
+    umask = os.umask(0)
+    os.umask(umask)
+    for path in [Path(model_dir), *Path(model_dir).rglob("*")]:
+        path.chmod((0o777 if path.is_dir() else 0o666) & ~umask)
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -59,11 +60,48 @@ def test_config_is_valid_with_a_redis_password(tmp_path: Path) -> None:
         assert resolved[name]["environment"]["RERANK_REDIS_URL"] == redis_url, name
     assert resolved["api"]["environment"]["RERANK_API_KEY"] == "key-for-test"
     assert "s3cret-for-test" not in str(resolved["redis"]["command"]), "the password stays off Redis's command line"
+    assert "s3cret-for-test" not in str(resolved["redis"]["entrypoint"])
     assert resolved["redis"]["environment"]["REDIS_PASSWORD"] == "s3cret-for-test"
     assert resolved["flower"]["environment"]["RERANK_FLOWER_BASIC_AUTH"] == "admin:flower-for-test"
     for name, service in resolved.items():
         assert service["healthcheck"]["test"], name
         assert service["restart"] == "unless-stopped", name
+
+
+def _port(port: dict | str) -> tuple[str, int, int]:
+    """(host address, published, target) from `docker-compose config`'s long or short port syntax."""
+    if isinstance(port, dict):
+        return str(port.get("host_ip", "")), int(port["published"]), int(port["target"])
+    *host, published, target = port.split("/")[0].split(":")
+    return (host[0] if host else ""), int(published), int(target)
+
+
+@needs_docker_compose
+def test_host_ports_are_variables_with_todays_defaults(tmp_path: Path) -> None:
+    """A machine where another service holds 8000, 8001 or 5555 moves the stack's host side in .env."""
+    def published(env_lines: list[str]) -> dict[str, set]:
+        result = _compose_config(tmp_path, env_lines)
+        assert result.returncode == 0, result.stderr
+        services = yaml.safe_load(result.stdout)["services"]
+        return {name: {_port(port) for port in services[name]["ports"]} for name in ("api", "flower")}
+
+    assert published(REQUIRED) == {"api": {("", 8000, 8000), ("", 8001, 8001)}, "flower": {("127.0.0.1", 5555, 5555)}}
+    moved = published([*REQUIRED, "HTTP_PORT=18000", "GRPC_PORT=18001", "FLOWER_PORT=15555"])
+    assert moved == {"api": {("", 18000, 8000), ("", 18001, 8001)}, "flower": {("127.0.0.1", 15555, 5555)}}
+
+
+@needs_docker_compose
+def test_torch_indexes_and_the_extra_ca_bundle_are_build_arguments_with_todays_defaults(tmp_path: Path) -> None:
+    result = _compose_config(tmp_path, REQUIRED)
+    assert result.returncode == 0, result.stderr
+    services = yaml.safe_load(result.stdout)["services"]
+    assert services["worker-gpu0"]["build"]["args"]["TORCH_INDEX_URL"] == "https://download.pytorch.org/whl/cu128"
+    assert services["worker-cpu"]["build"]["args"]["TORCH_INDEX_URL"] == "https://download.pytorch.org/whl/cpu"
+    for name in ("api", "worker-gpu0", "worker-cpu"):
+        assert services[name]["build"]["args"]["EXTRA_CA_BUNDLE"] == "ops/docker/no-extra-ca.pem", name
+    mirrored = _compose_config(tmp_path, [*REQUIRED, "TORCH_CPU_INDEX_URL=http://mirror:8080/", "EXTRA_CA_BUNDLE=ops/docker/site-ca.pem"])
+    services = yaml.safe_load(mirrored.stdout)["services"]
+    assert services["worker-cpu"]["build"]["args"] == {"TORCH_INDEX_URL": "http://mirror:8080/", "EXTRA_CA_BUNDLE": "ops/docker/site-ca.pem"}
 
 
 @needs_docker_compose
@@ -105,7 +143,7 @@ def test_services_exist(compose: dict) -> None:
 
 def test_api_publishes_8000_and_builds_its_image(compose: dict) -> None:
     api = compose["services"]["api"]
-    assert {"8000:8000", "8001:8001"} <= {str(port) for port in api["ports"]}
+    assert {"${HTTP_PORT:-8000}:8000", "${GRPC_PORT:-8001}:8001"} <= {str(port) for port in api["ports"]}
     assert api["build"]["dockerfile"] == "ops/docker/Dockerfile.api"
     assert api["restart"] == "unless-stopped"
     for name in ("RERANK_REDIS_URL", "RERANK_MODEL", "RERANK_MODEL_ID", "RERANK_API_KEY"):
@@ -125,7 +163,8 @@ def test_worker_gpu0_reserves_nvidia_gpu_0(compose: dict) -> None:
 def test_worker_cpu_is_a_cpu_profile_with_cpu_torch(compose: dict) -> None:
     worker = compose["services"]["worker-cpu"]
     assert worker["profiles"] == ["cpu"]
-    assert worker["build"]["args"]["TORCH_INDEX_URL"] == "https://download.pytorch.org/whl/cpu"
+    assert worker["build"]["args"]["TORCH_INDEX_URL"] == "${TORCH_CPU_INDEX_URL:-https://download.pytorch.org/whl/cpu}"
+    assert worker["build"]["dockerfile"] == compose["services"]["worker-gpu0"]["build"]["dockerfile"], "one worker Dockerfile"
     assert worker["environment"]["RERANK_DEVICE"] == "cpu"
     assert "deploy" not in worker
 
@@ -157,7 +196,12 @@ def test_every_worker_can_serve_a_local_model_directory(compose: dict) -> None:
 def test_redis_is_persistent_password_protected_and_health_checked(compose: dict) -> None:
     redis = compose["services"]["redis"]
     assert redis["image"] == "redis:7-alpine"
-    command = " ".join(redis["command"]) if isinstance(redis["command"], list) else redis["command"]
+    # The image's entrypoint drops to its redis user only for a redis-server command; without capabilities
+    # root can do neither that nor write /data, so the container runs as redis and the command is redis-server.
+    assert redis["user"] == "redis"
+    assert redis["command"][0] == "redis-server"
+    assert 'exec docker-entrypoint.sh "$$@"' in redis["entrypoint"][2], "the image's own entrypoint runs the command"
+    command = " ".join(redis["entrypoint"] + redis["command"])
     assert "appendonly yes" in command
     assert "--requirepass" not in command, "the password reaches redis-server through a file, not its argv"
     assert "requirepass" in command and "$$REDIS_PASSWORD" in command
@@ -200,9 +244,12 @@ def test_every_service_is_health_checked_and_restarted(compose: dict) -> None:
 
 def test_flower_serves_5555_with_auth_and_persistent_state(compose: dict) -> None:
     flower = compose["services"]["flower"]
-    assert flower["ports"] == ["127.0.0.1:5555:5555"], "Flower is published on loopback only by default"
+    assert flower["ports"] == ["127.0.0.1:${FLOWER_PORT:-5555}:5555"], "Flower is published on loopback only"
     assert flower["command"] == ["python", "-m", "api.cli.flower"]
-    assert flower["build"]["dockerfile"] == "ops/docker/Dockerfile.api", "Flower needs no torch: the API image"
+    api = compose["services"]["api"]
+    assert flower["image"] == api["image"] and api["build"]["dockerfile"] == "ops/docker/Dockerfile.api"
+    assert "build" not in flower, "the API's image, built once (by the api service)"
+    assert flower["depends_on"]["api"] == {"condition": "service_started"}, "compose builds api's image first"
     env = flower["environment"]
     assert env["RERANK_FLOWER_PORT"] == "5555"
     assert env["RERANK_FLOWER_BASIC_AUTH"].startswith("${FLOWER_BASIC_AUTH:?")
@@ -221,6 +268,29 @@ def test_dockerfiles_have_healthchecks_and_run_as_non_root() -> None:
         assert "USER 10001" in text, name
         assert text.count("FROM ") == 2, f"{name}: multi-stage, build tools stay in the first stage"
     assert "chown rerank:rerank /var/lib/flower" in (ROOT / "ops" / "docker" / "Dockerfile.api").read_text()
+
+
+def test_the_api_image_installs_no_torch_and_no_image_declares_a_volume() -> None:
+    api = (ROOT / "ops" / "docker" / "Dockerfile.api").read_text()
+    installs = [line for line in api.splitlines() if "pip install" in line]
+    assert installs and not any("torch" in line for line in installs), installs
+    assert "requirements.py --without-model-stack" in api
+    requirements = subprocess.run([sys.executable, str(ROOT / "ops" / "docker" / "requirements.py"), "--without-model-stack"],
+                                  cwd=ROOT, capture_output=True, text=True, check=True).stdout.split()  # fmt: skip
+    names = {re.split(r"[\[<>=!~;]", line, maxsplit=1)[0].lower() for line in requirements}
+    assert not names & {"torch", "transformers", "tokenizers", "safetensors", "huggingface-hub"}
+    assert {"fastapi", "celery[redis]".split("[")[0], "tritonclient", "flower"} <= names
+    for name in ("Dockerfile.api", "Dockerfile.worker"):
+        assert "\nVOLUME" not in (ROOT / "ops" / "docker" / name).read_text(), f"{name}: compose mounts what it needs"
+    worker = (ROOT / "ops" / "docker" / "Dockerfile.worker").read_text()
+    assert "ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cu128" in worker
+
+
+def test_the_build_context_holds_the_packages_only() -> None:
+    """.dockerignore: everything out, then the four packages and the two files the Dockerfiles copy back in."""
+    patterns = [line for line in (ROOT / ".dockerignore").read_text().splitlines() if line and not line.startswith("#")]
+    assert patterns[0] == "*"
+    assert {"!pyproject.toml", "!README.md", "!api/", "!worker/", "!shared/", "!ops/"} <= set(patterns)
 
 
 def test_no_default_secret_in_the_file() -> None:
