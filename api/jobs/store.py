@@ -23,11 +23,14 @@ from shared.job_schemas import FINISHED, Job, job_from_hash, result_line
 
 _RESULT_PAGE = 500
 
-# KEYS: job. ARGV: now. Cancels a job that has not finished; returns its status afterwards.
+# KEYS: job. ARGV: now, the prefix of its chunk keys. Cancels a job that has not finished, deleting the requests it staged for the workers
+# (a chunk taken by a worker then finds none and stops); returns its status afterwards.
 _CANCEL = """
 local status = redis.call('HGET', KEYS[1], 'status')
 if status == 'queued' or status == 'running' then
-  redis.call('HSET', KEYS[1], 'status', 'cancelled', 'finished_at', ARGV[1])
+  redis.call('HSET', KEYS[1], 'status', 'cancelled', 'finished_at', ARGV[1], 'staged_bytes', 0)
+  local chunks = tonumber(redis.call('HGET', KEYS[1], 'chunks_total') or '0')
+  for n = 0, chunks - 1 do redis.call('DEL', ARGV[2] .. n) end
   return 'cancelled'
 end
 return status
@@ -137,7 +140,7 @@ class JobStore:
         return [job for job in jobs if job is not None]
 
     async def cancel(self, job_id: str) -> str | None:
-        status = await self._redis.eval(_CANCEL, 1, job_key(job_id), time.time())
+        status = await self._redis.eval(_CANCEL, 1, job_key(job_id), time.time(), chunk_key(job_id, ""))
         if status == b"cancelled" or status == "cancelled":
             await self._redis.expire(job_key(job_id), self._ttl)
         return _text(status) if status is not None else None

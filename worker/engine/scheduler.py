@@ -12,9 +12,12 @@ asks for the next batch whenever the model is free, and hands back each batch's 
   a lone request waits at most one pass behind a large one, which still gets every other pass;
 - a batch is formed as soon as the model is free and a pair is waiting: no timer waits for company;
 - background pairs (batch jobs) run only when no interactive pair waits, in batches sized to take about
-  `background_forward_seconds` at the throughput measured so far (at most `background_batch_tokens`),
-  so a job's forward pass never holds the model long on a slow CPU or a fast GPU alike;
-- a request whose deadline passed before all its pairs were scored is dropped: its pending pairs never run.
+  `background_forward_seconds` at the throughput measured so far, never smaller than an interactive batch
+  (`max_batch_tokens`: a job alone fills every pass at least as well as interactive traffic, and an
+  interactive request waits at most one such pass), growing up to `background_batch_tokens` where the
+  measured throughput allows;
+- a request whose deadline passed before all its pairs were scored is dropped: its pending pairs never run;
+  so is a request cancelled by its sender (a batch job cancelled while its chunk was being scored).
 """
 
 from __future__ import annotations
@@ -125,6 +128,13 @@ class Scheduler:
                 self._queues[background] = deque(r for r in queue if r.deadline is None or r.deadline >= now)
         return expired
 
+    def cancel(self, request_ids: list[int]) -> None:
+        """Drop the pending pairs of these requests (no result is sent for them); unknown ids are ignored."""
+        ids = set(request_ids)
+        for background, queue in self._queues.items():
+            if any(r.request_id in ids for r in queue):
+                self._queues[background] = deque(r for r in queue if r.request_id not in ids)
+
     def next_batch(self) -> Batch | None:
         """Take the next batch off the pending pairs: interactive ones first, the anchor's first pair always in it."""
         background = not self._queues[False]
@@ -133,7 +143,8 @@ class Scheduler:
             return None
         budget = self._budget[background]
         if background and self._background_seconds and self._tokens_per_second:
-            budget = int(min(budget, max(64, self._tokens_per_second * self._background_seconds)))
+            sized = int(self._tokens_per_second * self._background_seconds)
+            budget = max(min(budget, sized), self._budget[False])
         oldest = anchor = queue[0]
         if self._oldest_goes_on[background]:  # a newcomer's turn, if one waits
             anchor = next((request for request in queue if not request.started), oldest)
