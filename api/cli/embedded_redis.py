@@ -2,8 +2,9 @@
 
 It keeps its data in an append-only file in the data directory of `up` (api/cli/data_dir.py), so jobs and
 results outlive a restart. It is locked: a password generated for the run, loopback only, protected mode,
-and CONFIG, MODULE, MONITOR and DEBUG disabled. The password is in its configuration file (mode 0600, in a private directory) and in
-the children's RERANK_REDIS_URL, never on a command line; what is printed or logged shows `***` instead.
+and CONFIG, MODULE, MONITOR and DEBUG disabled. The password is in its configuration file (mode 0600, in a
+private directory) and in the children's RERANK_REDIS_URL, never on a command line; what is printed or
+logged shows `***` instead.
 """
 
 from __future__ import annotations

@@ -23,8 +23,9 @@ from shared.job_schemas import FINISHED, Job, job_from_hash, result_line
 
 _RESULT_PAGE = 500
 
-# KEYS: job. ARGV: now, the prefix of its chunk keys. Cancels a job that has not finished, deleting the requests it staged for the workers
-# (a chunk taken by a worker then finds none and stops); returns its status afterwards.
+# KEYS: job. ARGV: now, the prefix of its chunk keys. Cancels a job that has not finished, deleting the
+# requests it staged for the workers (a chunk taken by a worker then finds none and stops); returns its
+# status afterwards.
 _CANCEL = """
 local status = redis.call('HGET', KEYS[1], 'status')
 if status == 'queued' or status == 'running' then
@@ -117,6 +118,13 @@ class JobStore:
         await self._redis.delete(*job_keys(job_id), *(chunk_key(job_id, n) for n in range(chunks)))
         if owner is not None:
             await self._redis.zrem(caller_jobs_key(_text(owner)), job_id)
+
+    async def drop_chunks(self, job_id: str, chunks: int) -> None:
+        """Delete a cancelled job's staged requests (those its upload staged after the cancel)."""
+        async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.delete(*(chunk_key(job_id, n) for n in range(chunks)))
+            pipe.hset(job_key(job_id), "staged_bytes", 0)
+            await pipe.execute()
 
     async def lease(self, job_id: str, chunks: list[int]) -> None:
         """Note that these chunks are being queued now (see worker/tasks/job_sweeper.py)."""

@@ -11,7 +11,8 @@ At most RERANK_JOB_CONCURRENCY chunks run at once in one worker (`chunk_slots`);
 their task thread, chunks holding at most half the task threads in all (28 waiting beside 4 running of the
 default 64), so batch jobs never hold the threads interactive requests need, and a chunk is one task however
 long it waits. Only a chunk that finds the waiting room full too is queued again, due a moment later
-(counted in `rerank_worker_job_chunk_requeues_total`, logged at DEBUG).
+(counted in `rerank_worker_job_chunk_requeues_total`, logged at DEBUG), and so is a waiting chunk when the
+worker begins to stop, so that a shutdown waits only for the chunks running.
 A cancelled job's chunks stop: a queued one is skipped (its payload was deleted by the cancel), a waiting one
 leaves, a running one drops its pairs not yet scored (the engine never runs them) and commits nothing; the
 job's status is looked at every CANCEL_POLL_SECONDS while a chunk waits or runs.
@@ -26,6 +27,7 @@ import time
 from typing import Callable
 
 import redis
+from celery import signals
 
 from shared.celery_app import JOB_CHUNK_TASK, send_job_chunk
 from shared.errors import ErrorType, RerankError
@@ -75,6 +77,14 @@ BUSY_RETRY_SECONDS = 1.0  # a chunk that found no free slot and no room to wait 
 CANCEL_POLL_SECONDS = 0.5  # how often a waiting or running chunk looks whether its job was cancelled
 
 
+worker_stopping = threading.Event()  # set when Celery begins its shutdown: waiting chunks leave the worker
+
+
+@signals.worker_shutting_down.connect(weak=False)
+def _on_shutdown(**_) -> None:
+    worker_stopping.set()
+
+
 class ChunkCancelled(Exception):
     """The chunk's job was cancelled, or has gone, while the chunk waited or ran."""
 
@@ -89,14 +99,17 @@ class ChunkSlots:
         self._waiting = threading.BoundedSemaphore(self.waiting_room) if self.waiting_room else None
 
     def take(self, cancelled: Callable[[], bool]) -> bool:
-        """Hold a slot, waiting for one if there is room to wait; False if there is not (nothing held).
-        ChunkCancelled if `cancelled()` turns true while it waits."""
+        """Hold a slot, waiting for one if there is room to wait; False if there is not, or once the worker is
+        stopping (nothing held: the chunk is queued again, for another worker). ChunkCancelled if `cancelled()`
+        turns true while it waits."""
         if self._running.acquire(blocking=False):
             return True
-        if self._waiting is None or not self._waiting.acquire(blocking=False):
+        if worker_stopping.is_set() or self._waiting is None or not self._waiting.acquire(blocking=False):
             return False
         try:
             while not self._running.acquire(timeout=CANCEL_POLL_SECONDS):
+                if worker_stopping.is_set():
+                    return False
                 if cancelled():
                     raise ChunkCancelled()
             return True
@@ -133,7 +146,9 @@ def entry_line(entry: ChunkEntry, outcome: RankResult | RerankError) -> str:
     return result_line(entry.index, entry.custom_id, response=build_ranking_response(outcome, entry.limit).model_dump())
 
 
-def score_entries(entries: list[ChunkEntry], cancelled: Callable[[], bool] = lambda: False) -> list[RankResult | RerankError]:
+def score_entries(
+    entries: list[ChunkEntry], cancelled: Callable[[], bool] = lambda: False
+) -> list[RankResult | RerankError]:
     """Each request's scores, its pairs queued behind interactive work; a bad request fails alone.
 
     UNAVAILABLE (the engine stopped) is raised, not given as the request's outcome: the chunk runs again.

@@ -17,7 +17,8 @@ from tests.processes import REPO_ROOT, child_env
 
 MODEL_ID = "kept-jobs"
 REQUESTS = [{"custom_id": f"r{i}", "query": {"text": "capital of france"},
-             "passages": [{"text": "paris is the capital"}, {"text": f"lyon is a city {i}"}]} for i in range(3)]  # fmt: skip
+             "passages": [{"text": "paris is the capital"}, {"text": f"lyon is a city {i}"}]}
+            for i in range(3)]  # fmt: skip
 
 
 def _up(tmp_path, model_dir: str, data_dir, port: int) -> tuple[subprocess.Popen, str]:
@@ -27,10 +28,12 @@ def _up(tmp_path, model_dir: str, data_dir, port: int) -> tuple[subprocess.Popen
 
 def _finished_job(url: str, job_id: str) -> dict:
     deadline = time.monotonic() + 120
-    while (job := httpx.get(f"{url}/v1/ranking/jobs/{job_id}", timeout=10).json())["status"] not in ("succeeded", "failed"):
+    while True:
+        job = httpx.get(f"{url}/v1/ranking/jobs/{job_id}", timeout=10).json()
+        if job["status"] in ("succeeded", "failed"):
+            return job
         assert time.monotonic() < deadline, job
         time.sleep(0.2)
-    return job
 
 
 def test_jobs_and_results_survive_a_restart_on_the_same_data_dir(bert_model_dir, tmp_path):
