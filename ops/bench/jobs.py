@@ -19,7 +19,8 @@ sized by measured throughput shrank.
 
 Usage: python -m ops.bench.jobs [--model-dir DIR] [--repo CHECKOUT] [--worker-threads N]
                                [--compare-requests 80] [--compare-passages 24] [--clients 8]
-                               [--job-pairs 20000] [--idle-requests 40] [--sync-interval 1.0] [--out FILE.json]
+                               [--job-pairs 20000] [--idle-requests 40] [--sync-interval 1.0] [--job-timeout S]
+                               [--out FILE.json]
 """
 
 from __future__ import annotations
@@ -95,8 +96,9 @@ def timed_sync(client: httpx.Client, url: str, body: dict) -> float:
     return elapsed
 
 
-def side_by_side(client: httpx.Client, url: str, requests: list[dict], clients: int) -> dict:
-    """The same requests as interactive traffic (`clients` at once) and as one job; pairs/s of each."""
+def side_by_side(client: httpx.Client, url: str, requests: list[dict], clients: int, job_timeout: float) -> dict:
+    """The same requests as interactive traffic (`clients` at once) and as one job; pairs/s of each. A job not
+    finished after `job_timeout` seconds is cancelled, and its rate is the pairs it completed by then."""
     pairs = sum(len(r["passages"]) for r in requests)
 
     def send(body: dict) -> None:
@@ -110,16 +112,30 @@ def side_by_side(client: httpx.Client, url: str, requests: list[dict], clients: 
     started = time.perf_counter()
     job = client.post(f"{url}/v1/ranking/jobs", json={"model": MODEL_ID, "truncate": "END", "requests": requests})
     job.raise_for_status()
-    while (status := client.get(f"{url}/v1/ranking/jobs/{job.json()['id']}").json())["status"] in ("queued", "running"):
-        time.sleep(0.1)
+    status = wait_job(client, url, job.json()["id"], started + job_timeout)
     job_seconds = time.perf_counter() - started
-    assert status["status"] == "succeeded" and status["progress"]["completed_pairs"] == pairs, status
+    assert status["status"] in ("succeeded", "cancelled"), status
+    done = status["progress"]["completed_pairs"]
     return {
         "requests": len(requests), "pairs": pairs, "clients": clients,
         "interactive": {"seconds": interactive_seconds, "pairs_per_second": pairs / interactive_seconds},
-        "job": {"seconds": job_seconds, "pairs_per_second": pairs / job_seconds},
-        "job_to_interactive": interactive_seconds / job_seconds,
+        "job": {"seconds": job_seconds, "status": status["status"], "completed_pairs": done,
+                "pairs_per_second": done / job_seconds},
+        "job_to_interactive": (done / job_seconds) / (pairs / interactive_seconds),
     }  # fmt: skip
+
+
+def wait_job(client: httpx.Client, url: str, job_id: str, deadline: float, pause: float = 0.1, each=None) -> dict:
+    """Poll a job until it ends (calling `each()` between polls if given, else sleeping `pause`); past
+    `deadline` (perf_counter) it is cancelled. Its last status."""
+    while True:
+        status = client.get(f"{url}/v1/ranking/jobs/{job_id}").json()
+        if status["status"] not in ("queued", "running"):
+            return status
+        if time.perf_counter() > deadline:
+            client.delete(f"{url}/v1/ranking/jobs/{job_id}")
+            return client.get(f"{url}/v1/ranking/jobs/{job_id}").json()
+        each() if each else time.sleep(pause)
 
 
 def run(args: argparse.Namespace) -> dict:
@@ -141,7 +157,7 @@ def run(args: argparse.Namespace) -> dict:
                      "passages": [passage(rng, words) for _ in range(args.compare_passages)]}
                     for i in range(args.compare_requests)
                 ]  # fmt: skip
-                side = side_by_side(client, url, compared, args.clients)
+                side = side_by_side(client, url, compared, args.clients, args.job_timeout)
                 idle = [timed_sync(client, url, sync_request(rng, words)) for _ in range(args.idle_requests)]
                 job_requests = [
                     {"custom_id": str(i), "query": {"text": " ".join(rng.choices(words, k=8))},
@@ -151,18 +167,18 @@ def run(args: argparse.Namespace) -> dict:
                 job = client.post(f"{url}/v1/ranking/jobs",
                                   json={"model": MODEL_ID, "truncate": "END", "requests": job_requests}).json()  # fmt: skip
                 during: list[float] = []
-                while True:
+
+                def one_sync() -> None:
                     started = time.perf_counter()
                     during.append(timed_sync(client, url, sync_request(rng, words)))
                     time.sleep(max(0.0, args.sync_interval - (time.perf_counter() - started)))
-                    status = client.get(f"{url}/v1/ranking/jobs/{job['id']}").json()
-                    if status["status"] in ("succeeded", "failed", "cancelled"):
-                        break
+
+                status = wait_job(client, url, job["id"], time.perf_counter() + args.job_timeout, each=one_sync)
         finally:
             fleet.send_signal(signal.SIGTERM)
             fleet.wait(60)
     progress = status["progress"]
-    job_seconds = status["finished_at"] - status["started_at"]
+    job_seconds = status["finished_at"] - (status["started_at"] or status["created_at"])
     return {
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.python_version()}",
         "load_average_at_end": os.getloadavg(),
@@ -178,6 +194,7 @@ def run(args: argparse.Namespace) -> dict:
         "job": {"status": status["status"], "requests": progress["total_requests"], "pairs": progress["total_pairs"],
                 "completed_pairs": progress["completed_pairs"], "seconds": job_seconds,
                 "pairs_per_second": progress["completed_pairs"] / job_seconds},  # fmt: skip
+        "job_timeout_s": args.job_timeout,
     }
 
 
@@ -193,7 +210,8 @@ def markdown(result: dict) -> str:
         "|---|---|---|",
         f"| interactive, {side['clients']} clients | {side['interactive']['seconds']:.1f} | "
         f"{side['interactive']['pairs_per_second']:.1f} |",
-        f"| one job | {side['job']['seconds']:.1f} | {side['job']['pairs_per_second']:.1f} |",
+        f"| one job ({side['job']['status']}: {side['job']['completed_pairs']} pairs) | {side['job']['seconds']:.1f} | "
+        f"{side['job']['pairs_per_second']:.1f} |",
         "",
         f"job / interactive pairs/s: **{side['job_to_interactive']:.2f}x**",
         "",
@@ -202,7 +220,7 @@ def markdown(result: dict) -> str:
         f"| sync, idle | {idle['requests']} | {idle['p50_ms']:.0f} | {idle['p99_ms']:.0f} |",
         f"| sync, during the job | {during['requests']} | {during['p50_ms']:.0f} | {during['p99_ms']:.0f} |",
         "",
-        f"p50 during the job / idle p50: **{result['p50_ratio']:.2f}x**; job: {job['pairs']} pairs in "
+        f"p50 during the job / idle p50: **{result['p50_ratio']:.2f}x**; job: {job['completed_pairs']} of {job['pairs']} pairs in "
         f"{job['seconds']:.1f} s = **{job['pairs_per_second']:.0f} pairs/s** ({job['status']})",
     ])  # fmt: skip
 
@@ -216,6 +234,8 @@ def main() -> None:
     parser.add_argument("--compare-passages", type=int, default=24)
     parser.add_argument("--clients", type=int, default=8, help="interactive clients at once in the side-by-side")
     parser.add_argument("--job-pairs", type=int, default=20_000)
+    parser.add_argument("--job-timeout", type=float, default=3600,
+                        help="seconds after which a job still running is cancelled (its rate: the pairs it completed)")
     parser.add_argument("--idle-requests", type=int, default=40)
     parser.add_argument("--sync-interval", type=float, default=1.0, help="seconds between sync request starts")
     parser.add_argument("--out", help="also write the JSON result here")
