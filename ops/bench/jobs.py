@@ -175,8 +175,14 @@ def run(args: argparse.Namespace) -> dict:
 
                 status = wait_job(client, url, job["id"], time.perf_counter() + args.job_timeout, each=one_sync)
         finally:
-            fleet.send_signal(signal.SIGTERM)
-            fleet.wait(60)
+            stopping = time.perf_counter()
+            fleet.send_signal(signal.SIGTERM)  # `up` kills what has not stopped after RERANK_REQUEST_TIMEOUT + 5 s
+            try:
+                fleet.wait(120)
+            except subprocess.TimeoutExpired:
+                fleet.kill()
+                fleet.wait()
+            stop_seconds = time.perf_counter() - stopping
     progress = status["progress"]
     job_seconds = status["finished_at"] - (status["started_at"] or status["created_at"])
     return {
@@ -195,6 +201,7 @@ def run(args: argparse.Namespace) -> dict:
                 "completed_pairs": progress["completed_pairs"], "seconds": job_seconds,
                 "pairs_per_second": progress["completed_pairs"] / job_seconds},  # fmt: skip
         "job_timeout_s": args.job_timeout,
+        "fleet_stop_seconds": stop_seconds,  # SIGTERM to exit, the during-job job possibly cancelled at its timeout
     }
 
 
