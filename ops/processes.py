@@ -9,6 +9,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -51,8 +52,8 @@ def child_env(repo: Path = REPO_ROOT, **rerank_settings) -> dict[str, str]:
     env.setdefault("TOKENIZERS_PARALLELISM", "false")  # small test machines; a benchmark may turn it on
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(repo), env.get("PYTHONPATH")]))
     env.setdefault("RERANK_HEARTBEAT_INTERVAL", "0.5")
-    # a `rerank-fleet up` of its own data directory: runs side by side never share one (nor the user's)
-    env.setdefault("RERANK_DATA_DIR", tempfile.mkdtemp(prefix="rerank-fleet-data-"))
+    # a `rerank-fleet up` of its own data directory (created by `up` only): runs side by side never share one
+    env.setdefault("RERANK_DATA_DIR", os.path.join(tempfile.gettempdir(), f"rerank-fleet-data-{uuid.uuid4().hex}"))
     for name, value in rerank_settings.items():
         env[f"RERANK_{name.upper()}"] = str(value)
     return env
