@@ -1,5 +1,6 @@
 """A batch job under control: a cancel stops its work at once and deletes what it staged, and a chunk that waits
-for a slot stays one task. A worker of one chunk slot and one-pair passes, so that a chunk takes seconds."""
+for a slot stays one task. A MiniLM-L6 worker of one chunk slot, one torch thread and one-pair passes, so that a
+chunk of 128 long pairs takes seconds."""
 
 from __future__ import annotations
 
@@ -10,20 +11,22 @@ import httpx
 import pytest
 import redis
 
+from ops.models.builder import build_minilm
 from shared.job_keys import chunk_key
 from tests.processes import start_api, start_redis, start_worker
 
-MODEL_ID = "control/tiny-bert"
+MODEL_ID = "control/minilm"
 PASSAGE = "paris is a city in france and its capital " * 40  # 512 tokens once truncated
 SLOW = {"job_concurrency": 1, "max_batch_tokens": 64, "job_batch_tokens": 64, "torch_threads": 1}
 
 
 @pytest.fixture(scope="module")
-def slow_fleet(log_dir, bert_model_dir):
+def slow_fleet(log_dir, tmp_path_factory):
+    model_dir = str(build_minilm(tmp_path_factory.mktemp("minilm")))
     redis_proc = start_redis(log_dir)
     url = redis_proc.extra["url"]
-    worker = start_worker(log_dir, redis_url=url, model=bert_model_dir, model_id=MODEL_ID, **SLOW)
-    api = start_api(log_dir, redis_url=url, model=bert_model_dir, model_id=MODEL_ID, job_chunk_pairs=8192, job_window=2)
+    worker = start_worker(log_dir, redis_url=url, model=model_dir, model_id=MODEL_ID, **SLOW)
+    api = start_api(log_dir, redis_url=url, model=model_dir, model_id=MODEL_ID, job_chunk_pairs=128, job_window=2)
     yield api.extra["url"], redis.Redis.from_url(url), worker
     api.stop()
     worker.stop()
@@ -48,12 +51,14 @@ def wait_status(url: str, job_id: str, statuses: tuple[str, ...], timeout: float
 
 
 def long_requests(count: int) -> list[dict]:
-    """Requests of 512 long passages, each pair a forward pass of its own: 16 make a chunk of seconds."""
-    return [{"query": {"text": "capital"}, "passages": [{"text": PASSAGE}] * 512} for _ in range(count)]
+    """Requests of 128 long passages (distinct: identical pairs are scored once), each pair a forward pass of its
+    own: one makes a chunk."""
+    return [{"query": {"text": "capital"}, "passages": [{"text": f"{r} {p} {PASSAGE}"} for p in range(128)]}
+            for r in range(count)]  # fmt: skip
 
 
 def big_job(url: str) -> dict:
-    return submit(url, long_requests(48))  # 3 chunks
+    return submit(url, long_requests(3))  # 3 chunks
 
 
 def test_cancel_frees_the_fleet_at_once_and_deletes_the_staged_chunks(slow_fleet):
@@ -82,7 +87,7 @@ def test_cancel_frees_the_fleet_at_once_and_deletes_the_staged_chunks(slow_fleet
 def test_a_chunk_waiting_for_a_slot_is_one_task(slow_fleet):
     url, _, worker = slow_fleet
     before = len(re.findall(r"rerank\.job_chunk\[[0-9a-f-]+\] received", worker.log()))
-    job = submit(url, long_requests(32))  # 2 chunks: the second waits for the one slot
+    job = submit(url, long_requests(2))  # 2 chunks: the second waits for the one slot
     done = wait_status(url, job["id"], ("succeeded", "failed"), timeout=120)
     assert done["status"] == "succeeded"
     received = len(re.findall(r"rerank\.job_chunk\[[0-9a-f-]+\] received", worker.log())) - before
