@@ -7,7 +7,9 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -43,13 +45,15 @@ class Proc:
 
 
 def child_env(repo: Path = REPO_ROOT, **rerank_settings) -> dict[str, str]:
-    """This environment plus RERANK_* settings, with offline hubs and fast heartbeats, running the code of
-    `repo` (this checkout unless a benchmark compares another one)."""
+    """This environment plus RERANK_* settings, with offline hubs, fast heartbeats and a fresh data directory,
+    running the code of `repo` (this checkout unless a benchmark compares another one)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("RERANK_")}
     env.update(HF_HUB_OFFLINE="1", PYTHONUNBUFFERED="1", PYTHONFAULTHANDLER="1")  # a hung one dumps stacks on SIGABRT
     env.setdefault("TOKENIZERS_PARALLELISM", "false")  # small test machines; a benchmark may turn it on
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(repo), env.get("PYTHONPATH")]))
     env.setdefault("RERANK_HEARTBEAT_INTERVAL", "0.5")
+    # a `rerank-fleet up` of its own data directory (created by `up` only): runs side by side never share one
+    env.setdefault("RERANK_DATA_DIR", os.path.join(tempfile.gettempdir(), f"rerank-fleet-data-{uuid.uuid4().hex}"))
     for name, value in rerank_settings.items():
         env[f"RERANK_{name.upper()}"] = str(value)
     return env

@@ -3,7 +3,8 @@
 - `rerank:job:{id}` hash: model, owner (the caller that submitted it), status, timestamps, error, counters
   (total_requests, total_pairs, completed_requests, failed_requests, completed_pairs, chunks_total,
   chunks_done, staged_bytes: every byte stored for the job, counted against its caller until it expires).
-- `rerank:job:{id}:chunk:<n>` string: JSON list of the requests of chunk n; deleted once committed.
+- `rerank:job:{id}:chunk:<n>` string: JSON list of the requests of chunk n; deleted once committed,
+  and all of them when the job is cancelled.
 - `rerank:job:{id}:done` set: numbers of the committed chunks (a re-delivered chunk commits once).
 - `rerank:job:{id}:results` hash: request index -> its NDJSON result line.
 - `rerank:job:{id}:ids` list: each request's custom_id (JSON), in submission order.
@@ -26,7 +27,7 @@ def job_key(job_id: str) -> str:
     return f"rerank:job:{{{job_id}}}"
 
 
-def chunk_key(job_id: str, chunk_no: int) -> str:
+def chunk_key(job_id: str, chunk_no: int | str) -> str:
     return f"{job_key(job_id)}:chunk:{chunk_no}"
 
 

@@ -150,13 +150,16 @@ class Settings(BaseSettings):
         "token budget. CPU passes always keep the fixed budget.",
     )
     job_batch_tokens: int = Field(
-        8192, ge=64, description="Most tokens in a batch-job forward pass (see RERANK_JOB_FORWARD_MS)."
+        8192, ge=64,
+        description="Most tokens a batch-job forward pass grows to (see RERANK_JOB_FORWARD_MS); a job pass is never "
+        "smaller than an interactive one (RERANK_MAX_BATCH_TOKENS).",
     )
     job_forward_ms: float = Field(
         100.0,
         gt=0,
-        description="Batch-job forward passes are sized to take about this long at the measured throughput, "
-        "so an interactive request waits at most about this long behind one.",
+        description="Batch-job forward passes grow past an interactive pass's size up to what takes about this long "
+        "at the measured throughput (at most RERANK_JOB_BATCH_TOKENS), so an interactive request waits at most "
+        "one such pass behind a job.",
     )
     job_visibility_timeout: int = Field(
         600, ge=2, description="Seconds before a chunk taken by a worker that died is handed to another worker."
@@ -234,6 +237,12 @@ class Settings(BaseSettings):
     # --- services ----------------------------------------------------------------------------
     redis_url: str = Field(
         "redis://localhost:6379/0", description="Redis used as Celery broker, result backend and worker registry."
+    )
+    data_dir: str | None = Field(
+        None,
+        description="Directory where `rerank-fleet up`'s embedded Redis keeps its data (append-only file), so that "
+        "jobs and results outlive a restart; created mode 0700, and one `up` at a time may use it (a lock file). "
+        "Default: $XDG_DATA_HOME/rerank-fleet, else ~/.local/share/rerank-fleet. Unused with RERANK_REDIS_URL.",
     )
     host: str = Field("127.0.0.1", description="Address the HTTP API listens on.")
     port: int = Field(8000, ge=1, le=65535, description="Port of the HTTP API.")

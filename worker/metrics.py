@@ -105,13 +105,19 @@ class EngineMetrics(_Metrics):
 
 
 class TaskMetrics(_Metrics):
-    """What the Celery process counts: failed tasks, and the engine processes it had to start again."""
+    """What the Celery process counts: failed tasks, the engine processes it had to start again, and the batch-job
+    chunks it queued again for want of a slot."""
 
     def __init__(self) -> None:
         super().__init__()
         self.failures = Counter(*FAILURES, ["task", "error_type"], registry=self.registry)
         self.engine_restarts = Counter(
             "rerank_worker_engine_restarts", "Engine processes started again after one stopped.", registry=self.registry
+        )
+        self.job_chunk_requeues = Counter(
+            "rerank_worker_job_chunk_requeues",
+            "Batch-job chunks queued again because every chunk slot and waiting place of the worker was taken.",
+            registry=self.registry,
         )
         self._lock = threading.Lock()
 

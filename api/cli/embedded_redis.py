@@ -1,8 +1,10 @@
 """A private redis-server for `rerank-fleet up` when no Redis URL is given.
 
-It is locked: a password generated for the run, loopback only, protected mode, and CONFIG, MODULE, MONITOR
-and DEBUG disabled. The password is in its configuration file (mode 0600, in a private directory) and in
-the children's RERANK_REDIS_URL, never on a command line; what is printed or logged shows `***` instead.
+It keeps its data in an append-only file in the data directory of `up` (api/cli/data_dir.py), so jobs and
+results outlive a restart. It is locked: a password generated for the run, loopback only, protected mode,
+and CONFIG, MODULE, MONITOR and DEBUG disabled. The password is in its configuration file (mode 0600, in a
+private directory) and in the children's RERANK_REDIS_URL, never on a command line; what is printed or
+logged shows `***` instead.
 """
 
 from __future__ import annotations
@@ -12,9 +14,7 @@ import secrets
 import shutil
 import socket
 import subprocess
-import tempfile
 import time
-from pathlib import Path
 
 import redis
 
@@ -40,7 +40,7 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 
 def redis_command(port: int, data_dir: str, *, host: str = "127.0.0.1") -> list[str]:
-    """A redis-server on loopback, keeping nothing on disk."""
+    """A redis-server on loopback, keeping nothing on disk (`start_embedded_redis` adds PERSISTENCE)."""
     return [
         redis_server_binary(), "--port", str(port), "--bind", host, "--dir", data_dir,
         "--save", "", "--appendonly", "no", "--protected-mode", "yes", "--loglevel", "warning",
@@ -60,18 +60,21 @@ def write_locked_config(data_dir: str, password: str) -> str:
     return path
 
 
-def start_embedded_redis(*, host: str = "127.0.0.1", **popen_kwargs) -> tuple[subprocess.Popen, str, str]:
-    """Start a locked redis-server on a free port; return the process, its URL (with the password) and its
-    data directory."""
+# What makes the embedded Redis keep its data, as compose's Redis does: an append-only file, fsynced every second.
+PERSISTENCE = ("--appendonly", "yes", "--appendfsync", "everysec")
+
+
+def start_embedded_redis(data_dir: str, *, host: str = "127.0.0.1", **popen_kwargs) -> tuple[subprocess.Popen, str]:
+    """Start a locked redis-server on a free port, keeping its data in `data_dir` (a private directory that
+    only this process uses: api/cli/data_dir.py); return the process and its URL (with the password)."""
     port = free_port(host)
-    data_dir = tempfile.mkdtemp(prefix="rerank-fleet-redis-")  # mode 0700
     password = secrets.token_hex(24)
     config = write_locked_config(data_dir, password)
-    process = subprocess.Popen([redis_server_binary(), config, *redis_command(port, data_dir, host=host)[1:]],
-                               **popen_kwargs)  # fmt: skip
+    process = subprocess.Popen([redis_server_binary(), config, *redis_command(port, data_dir, host=host)[1:],
+                                *PERSISTENCE], **popen_kwargs)  # fmt: skip
     url = f"redis://:{password}@{host}:{port}/0"
     wait_for_redis(url, process)
-    return process, url, data_dir
+    return process, url
 
 
 def wait_for_redis(url: str, process: subprocess.Popen | None = None, timeout: float = 15.0) -> None:
@@ -91,6 +94,3 @@ def wait_for_redis(url: str, process: subprocess.Popen | None = None, timeout: f
         finally:
             client.close()
 
-
-def remove_data_dir(data_dir: str) -> None:
-    shutil.rmtree(Path(data_dir), ignore_errors=True)

@@ -16,7 +16,8 @@ import time
 import httpx
 from pydantic import SecretStr
 
-from api.cli.embedded_redis import remove_data_dir, start_embedded_redis
+from api.cli.data_dir import DataDirLock, redis_dir
+from api.cli.embedded_redis import start_embedded_redis
 from api.cli.supervision import Child
 from api.cli.fleet_models import ready_lines, worker_envs
 from api.cli.flower import flower_command, flower_env, generated_credentials
@@ -105,7 +106,7 @@ class Fleet:
         self.redis_url_given = redis_url_given
         self.ready_timeout = ready_timeout
         self.children: list[Child] = []
-        self._redis_dir: str | None = None
+        self._data_dir = DataDirLock(settings.data_dir)
         self._stop_requested = False
         self._http_socket: socket.socket | None = None
         self._flower_login: str | None = None  # generated credentials, printed once
@@ -147,6 +148,8 @@ class Fleet:
         if self.settings.device == "cuda" and not visible_gpus("cuda"):
             raise RuntimeError("--device cuda, but no GPU is visible (CUDA_VISIBLE_DEVICES, nvidia-smi): use --device "
                                "cpu or auto")  # fmt: skip
+        if not self.redis_url_given:
+            self._data_dir.acquire()  # DataDirInUse (one line) if another `up` holds it
         self._check_ports()
         settings = self.settings
         if settings.flower_port and settings.flower_basic_auth is None and not os.environ.get("FLOWER_BASIC_AUTH"):
@@ -154,10 +157,11 @@ class Fleet:
             settings = self.settings = settings.model_copy(update={"flower_basic_auth": SecretStr(self._flower_login)})
         if not self.redis_url_given:
             popen_kwargs = {"start_new_session": True, "preexec_fn": _die_with_parent}
-            process, url, self._redis_dir = start_embedded_redis(**popen_kwargs)
+            data_dir = self._data_dir.path
+            process, url = start_embedded_redis(str(redis_dir(data_dir)), **popen_kwargs)
             self.children.append(Child("redis", process, **popen_kwargs))  # restarted on its port and directory
             settings = self.settings = settings.model_copy(update={"redis_url": url})
-            log.info("started embedded Redis at %s", redacted_url(url))
+            log.info("started embedded Redis at %s, its data in %s", redacted_url(url), data_dir)
         env = without(settings_env(settings), ("RERANK_FLOWER_BASIC_AUTH",))
         service_env = without(env, API_ONLY)
         gpus = visible_gpus(settings.device)
@@ -206,7 +210,10 @@ class Fleet:
                 user, password = self._flower_login.split(":", 1)
                 lines.append(f"  Flower login  user {user}, password {password}   (generated for this run; "
                              "RERANK_FLOWER_BASIC_AUTH=user:password sets your own)")  # fmt: skip
-        lines += [f"  Redis   {redacted_url(settings.redis_url)}", "Press Ctrl-C to stop."]
+        lines.append(f"  Redis   {redacted_url(settings.redis_url)}")
+        if not self.redis_url_given:
+            lines.append(f"  Data    {self._data_dir.path}   (jobs and results; --data-dir or RERANK_DATA_DIR)")
+        lines.append("Press Ctrl-C to stop.")
         print("\n".join(lines), flush=True)
 
     def _watch(self) -> int:
@@ -233,8 +240,7 @@ class Fleet:
                     log.warning("%s did not stop in time; killing it", child.name)
                     child.process.kill()
                     child.process.wait()
-        if self._redis_dir:
-            remove_data_dir(self._redis_dir)
+        self._data_dir.release()
         if self._http_socket is not None:
             self._http_socket.close()
 

@@ -31,6 +31,8 @@ def _build_parser() -> argparse.ArgumentParser:
     up.add_argument("--port", type=int, help="HTTP port (RERANK_PORT, default 8000)")
     up.add_argument("--grpc-port", type=int, help="KServe V2 gRPC port, 0 for none (RERANK_GRPC_PORT, default 8001)")
     up.add_argument("--redis-url", help="use this Redis instead of an embedded one (RERANK_REDIS_URL)")
+    up.add_argument("--data-dir", help="where the embedded Redis keeps jobs and results (RERANK_DATA_DIR, default "
+                    "$XDG_DATA_HOME/rerank-fleet or ~/.local/share/rerank-fleet); one `up` at a time")
     up.add_argument("--device", choices=["auto", "cpu", "cuda"], help="worker device (RERANK_DEVICE)")
     up.add_argument("--cpu-workers", type=int, help="CPU worker processes where no GPU is visible (RERANK_CPU_WORKERS, "
                     "default 1; each gets the cores divided among them unless RERANK_TORCH_THREADS is set)")
@@ -56,6 +58,7 @@ def main(argv: list[str] | None = None) -> int:
             ("port", args.port),
             ("grpc_port", args.grpc_port),
             ("redis_url", args.redis_url),
+            ("data_dir", args.data_dir),
             ("device", args.device),
             ("cpu_workers", args.cpu_workers),
             ("flower_port", 0 if args.no_flower else args.flower_port),

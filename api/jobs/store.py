@@ -23,11 +23,31 @@ from shared.job_schemas import FINISHED, Job, job_from_hash, result_line
 
 _RESULT_PAGE = 500
 
-# KEYS: job. ARGV: now. Cancels a job that has not finished; returns its status afterwards.
-_CANCEL = """
+# A job's chunks 0 .. count - 1 deleted, their bytes taken off its `staged_bytes`: what else the job stores
+# (error lines, custom ids, results) still counts against its caller until it expires.
+_DROP_CHUNKS_FUNCTION = """
+local function drop_chunks(job, count, prefix)
+  local freed = 0
+  for n = 0, count - 1 do
+    freed = freed + redis.call('STRLEN', prefix .. n)
+    redis.call('DEL', prefix .. n)
+  end
+  local left = tonumber(redis.call('HGET', job, 'staged_bytes') or '0') - freed
+  redis.call('HSET', job, 'staged_bytes', math.max(left, 0))
+end
+"""
+
+# KEYS: job. ARGV: the number of chunks, the prefix of its chunk keys.
+_DROP_CHUNKS = _DROP_CHUNKS_FUNCTION + "drop_chunks(KEYS[1], tonumber(ARGV[1]), ARGV[2])"
+
+# KEYS: job. ARGV: now, the prefix of its chunk keys. Cancels a job that has not finished, deleting the
+# requests it staged for the workers (a chunk taken by a worker then finds none and stops); returns its
+# status afterwards.
+_CANCEL = _DROP_CHUNKS_FUNCTION + """
 local status = redis.call('HGET', KEYS[1], 'status')
 if status == 'queued' or status == 'running' then
   redis.call('HSET', KEYS[1], 'status', 'cancelled', 'finished_at', ARGV[1])
+  drop_chunks(KEYS[1], tonumber(redis.call('HGET', KEYS[1], 'chunks_total') or '0'), ARGV[2])
   return 'cancelled'
 end
 return status
@@ -122,6 +142,10 @@ class JobStore:
         if owner is not None:
             await self._redis.zrem(caller_jobs_key(_text(owner)), job_id)
 
+    async def drop_chunks(self, job_id: str, chunks: int) -> None:
+        """Delete a cancelled job's staged requests (those its upload staged after the cancel)."""
+        await self._redis.eval(_DROP_CHUNKS, 1, job_key(job_id), chunks, chunk_key(job_id, ""))
+
     async def lease(self, job_id: str, chunks: list[int]) -> None:
         """Note that these chunks are being queued now (see worker/tasks/job_sweeper.py)."""
         if chunks:
@@ -144,7 +168,7 @@ class JobStore:
         return [job for job in jobs if job is not None]
 
     async def cancel(self, job_id: str) -> str | None:
-        status = await self._redis.eval(_CANCEL, 1, job_key(job_id), time.time())
+        status = await self._redis.eval(_CANCEL, 1, job_key(job_id), time.time(), chunk_key(job_id, ""))
         if status == b"cancelled" or status == "cancelled":
             await self._redis.expire(job_key(job_id), self._ttl)
         return _text(status) if status is not None else None

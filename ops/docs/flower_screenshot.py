@@ -80,7 +80,8 @@ def demo(out: Path) -> Path:
     with tempfile.TemporaryDirectory(prefix="flower-demo-") as workdir:
         model = build_bert(Path(workdir) / "demo-reranker", seed=1)
         port, flower_port = _free_port(), _free_port()
-        env = {**os.environ, "HF_HUB_OFFLINE": "1", "RERANK_HEARTBEAT_INTERVAL": "1"}
+        env = {**os.environ, "HF_HUB_OFFLINE": "1", "RERANK_HEARTBEAT_INTERVAL": "1",
+               "RERANK_DATA_DIR": str(Path(workdir) / "data")}  # a demo of its own: never the user's jobs
         env.pop("RERANK_FLOWER_BASIC_AUTH", None)
         up = subprocess.Popen(
             [sys.executable, "-m", "api.cli", "up", "--model", str(model), "--port", str(port), "--grpc-port", "0",

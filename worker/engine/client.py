@@ -19,7 +19,7 @@ import subprocess
 import sys
 import threading
 import time
-from concurrent.futures import Future
+from concurrent.futures import Future, InvalidStateError
 from typing import Callable
 
 import numpy as np
@@ -175,7 +175,8 @@ class EngineClient:
 
     def score(self, pairs: EncodedPairs, *, background: bool = False, deadline: float | None = None) -> Future:
         """Send one request's pairs; the future gives their logits (float32, in order), or fails with
-        DeadlineExceeded, or RerankError (UNAVAILABLE while the engine is down, INTERNAL if its pass failed)."""
+        DeadlineExceeded, or RerankError (UNAVAILABLE while the engine is down, INTERNAL if its pass failed).
+        Cancelling the future drops the pairs the engine has not scored yet."""
         future: Future = Future()
         if not len(pairs):
             future.set_result(np.zeros(0, dtype=np.float32))
@@ -193,9 +194,19 @@ class EngineClient:
                 connection.sock.sendall(frame)
         except OSError:
             connection.pending.pop(request_id, None)
-            if not future.done():
-                future.set_exception(engine_stopped())
+            _settle(future, exception=engine_stopped())
+        future.add_done_callback(lambda done: done.cancelled() and self._cancel(connection, request_id))
         return future
+
+    def _cancel(self, connection: _Connection, request_id: int) -> None:
+        """A future cancelled by its caller: the engine drops the request's pairs it has not scored yet."""
+        with self._lock:
+            connection.pending.pop(request_id, None)
+        try:
+            with connection.send_lock:
+                connection.sock.sendall(protocol.encode_cancel([request_id]))
+        except OSError:
+            pass  # the engine is gone, and the request with it
 
     def stats(self, timeout: float = 2.0) -> dict | None:
         """The engine's batch statistics and metric families; None while it is down or slow to answer."""
@@ -231,23 +242,22 @@ class EngineClient:
             with self._lock:
                 pending, connection.pending = connection.pending, {}
             for future in pending.values():
-                if not future.done():
-                    future.set_exception(engine_stopped())
+                _settle(future, exception=engine_stopped())
 
     def _handle(self, connection: _Connection, kind: Kind, payload: memoryview) -> None:
         if kind is Kind.RESULT:
             result = protocol.decode_result(payload)
             with self._lock:
                 future = connection.pending.pop(result.request_id, None)
-            if future is None or future.done():
+            if future is None:
                 return
             if result.status is Status.OK:
-                future.set_result(result.logits)
+                _settle(future, result=result.logits)
             elif result.status is Status.EXPIRED:
-                future.set_exception(DeadlineExceeded())
+                _settle(future, exception=DeadlineExceeded())
             else:
                 log.error("the engine failed to score a request: %s", result.message)
-                future.set_exception(RerankError(ErrorType.INTERNAL, "the worker failed to score the request"))
+                _settle(future, exception=RerankError(ErrorType.INTERNAL, "the worker failed to score the request"))
         elif kind is Kind.STATS:
             reply = connection.stats_reply
             if reply is not None and not reply.done():
@@ -257,3 +267,14 @@ class EngineClient:
             connection.ready.set()
         elif kind is Kind.FATAL:
             connection.fatal = protocol.decode_json(payload).get("message", "the model could not be loaded")
+
+
+def _settle(future: Future, *, result=None, exception: BaseException | None = None) -> None:
+    """Give a future its outcome unless it has one already (its caller may cancel it at any moment)."""
+    try:
+        if exception is not None:
+            future.set_exception(exception)
+        else:
+            future.set_result(result)
+    except InvalidStateError:
+        pass

@@ -122,6 +122,8 @@ class Engine:
                 self._send(protocol.encode_result(ScoreResult(score.request_id, Status.OK, np.zeros(0, np.float32))))
                 return
             self._scheduler.add(Request(score.request_id, score.pairs, score.background, score.deadline))
+        elif kind is Kind.CANCEL:
+            self._scheduler.cancel(protocol.decode_cancel(payload))
         elif kind is Kind.STATS:
             self._send(protocol.encode_json(Kind.STATS, self.stats()))
 

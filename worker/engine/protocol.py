@@ -11,6 +11,7 @@ is one request, never one object per pair. No pickle: JSON for the rare control 
     STATS   Celery -> engine  empty: asks for the engine's statistics
     STATS   engine -> Celery  JSON: batch statistics and metric families
     FATAL   engine -> Celery  JSON: why the engine cannot serve (its model failed to load); it exits after it
+    CANCEL  Celery -> engine  ids u64[]: requests nobody waits for any more; their pending pairs never run
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ class Kind(IntEnum):
     READY = 3
     STATS = 4
     FATAL = 5
+    CANCEL = 6
 
 
 class Status(IntEnum):
@@ -102,6 +104,14 @@ def decode_result(payload: memoryview) -> ScoreResult:
     if status == Status.OK:
         return ScoreResult(request_id, Status.OK, np.frombuffer(body, dtype="<f4").copy())
     return ScoreResult(request_id, Status(status), message=bytes(body).decode(errors="replace"))
+
+
+def encode_cancel(request_ids: list[int]) -> bytes:
+    return frame(Kind.CANCEL, np.asarray(request_ids, dtype="<u8").data)
+
+
+def decode_cancel(payload: memoryview) -> list[int]:
+    return np.frombuffer(payload, dtype="<u8", count=len(payload) // 8).tolist()
 
 
 def encode_json(kind: Kind, data: dict) -> bytes:

@@ -12,13 +12,16 @@ asks for the next batch whenever the model is free, and hands back each batch's 
   a lone request waits at most one pass behind a large one, which still gets every other pass;
 - a batch is formed as soon as the model is free and a pair is waiting: no timer waits for company;
 - background pairs (batch jobs) run only when no interactive pair waits, in batches sized to take about
-  `background_forward_seconds` at the throughput measured so far (at most `background_batch_tokens`),
-  so a job's forward pass never holds the model long on a slow CPU or a fast GPU alike;
+  `background_forward_seconds` at the throughput measured so far, never smaller than an interactive batch
+  (`max_batch_tokens`: a job alone fills every pass at least as well as interactive traffic, and an
+  interactive request waits at most one such pass), growing up to `background_batch_tokens` where the
+  measured throughput allows;
 - with `forward_seconds` (CUDA), interactive batches grow from `max_batch_tokens` until one takes about
   that long at the throughput measured so far, to at most `max_sized_tokens`: a small model's pass is long
   enough that the host's launch work is not what sets the pace, and a request still waits at most one
   pass of about that time;
-- a request whose deadline passed before all its pairs were scored is dropped: its pending pairs never run.
+- a request whose deadline passed before all its pairs were scored is dropped: its pending pairs never run;
+  so is a request cancelled by its sender (a batch job cancelled while its chunk was being scored).
 """
 
 from __future__ import annotations
@@ -133,6 +136,13 @@ class Scheduler:
                 self._queues[background] = deque(r for r in queue if r.deadline is None or r.deadline >= now)
         return expired
 
+    def cancel(self, request_ids: list[int]) -> None:
+        """Drop the pending pairs of these requests (no result is sent for them); unknown ids are ignored."""
+        ids = set(request_ids)
+        for background, queue in self._queues.items():
+            if any(r.request_id in ids for r in queue):
+                self._queues[background] = deque(r for r in queue if r.request_id not in ids)
+
     def next_batch(self) -> Batch | None:
         """Take the next batch off the pending pairs: interactive ones first, the anchor's first pair always in it."""
         background = not self._queues[False]
@@ -156,8 +166,9 @@ class Scheduler:
         budget, rate = self._budget[background], self._tokens_per_second
         if not rate:
             return budget
-        if background and self._background_seconds:  # shrinks only: a job's pass never holds the model long
-            return int(min(budget, max(64, rate * self._background_seconds)))
+        if background and self._background_seconds:  # a job's pass never holds the model long, and is never
+            # smaller than an interactive one: a job alone fills every pass at least as well as interactive traffic
+            return int(max(min(budget, rate * self._background_seconds), self._budget_now(False)))
         if not background and self._forward_seconds:  # grows only, to the cap: passes long enough to keep a GPU busy
             return int(min(self._max_sized_tokens, max(budget, rate * self._forward_seconds)))
         return budget

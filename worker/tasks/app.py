@@ -93,14 +93,18 @@ def score_distinct(engine: EngineClient, pairs: EncodedPairs, **options: Any) ->
     if len(rows) == len(pairs):
         return engine.score(pairs, **options)
     expanded: Future = Future()
+    scored = engine.score(pairs.take(rows), **options)
 
-    def expand(scored: Future) -> None:
-        if scored.exception() is not None:
-            expanded.set_exception(scored.exception())
+    def expand(done: Future) -> None:
+        if done.cancelled() or expanded.done():
+            return
+        if done.exception() is not None:
+            expanded.set_exception(done.exception())
         else:
-            expanded.set_result(scored.result()[groups])
+            expanded.set_result(done.result()[groups])
 
-    engine.score(pairs.take(rows), **options).add_done_callback(expand)
+    expanded.add_done_callback(lambda done: done.cancelled() and scored.cancel())
+    scored.add_done_callback(expand)
     return expanded
 
 
@@ -114,23 +118,30 @@ def submit_request(
     instruction: str | None = None,
     max_chunks: int = 1,
     **options: Any,
-) -> Callable[..., tuple[np.ndarray, np.ndarray]]:
-    """Tokenize one request (long passages as up to `max_chunks` windows) and send it to the engine.
-
-    Returns a function of an optional timeout that waits for the scores: per passage its logit (its best
-    window's) and its token count (all its windows' pairs together). `options` go to `EngineClient.score`.
+) -> "PendingScores":
+    """Tokenize one request (long passages as up to `max_chunks` windows) and send it to the engine; its
+    scores on their way. `options` go to `EngineClient.score`.
     """
     settings = get_settings()
     pairs, windows = state.tokenizer.encode_windows(
         query, passages, truncate, max_passage_tokens, instruction,
         max_windows=max_chunks, overlap=settings.chunk_overlap_tokens, max_total=settings.max_windows_per_request,
     )  # fmt: skip
-    future = score_distinct(state.engine, pairs, **options)
+    return PendingScores(score_distinct(state.engine, pairs, **options), pairs.lengths, windows)
 
-    def result(timeout: float | None = None) -> tuple[np.ndarray, np.ndarray]:
-        logits = future.result(timeout)
-        if windows is None:
-            return logits, pairs.lengths
-        return best_of_windows(logits, pairs.lengths, windows)
 
-    return result
+class PendingScores:
+    """One request's scores on their way: call it (with an optional timeout) for per passage its logit (its best
+    window's) and its token count (all its windows' pairs together); `cancel` drops its unscored pairs."""
+
+    def __init__(self, future: Future, lengths: np.ndarray, windows) -> None:
+        self._future, self._lengths, self._windows = future, lengths, windows
+
+    def __call__(self, timeout: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+        logits = self._future.result(timeout)
+        if self._windows is None:
+            return logits, self._lengths
+        return best_of_windows(logits, self._lengths, self._windows)
+
+    def cancel(self) -> None:
+        self._future.cancel()

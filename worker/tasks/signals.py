@@ -2,7 +2,8 @@
 
 A ranking task's payload carries the API's request id (shared/schemas.RankTask); while the task runs, every
 line its thread logs carries that id (shared/log_format.py). The line logged when a task ends gives its
-name, counts, outcome and duration, never query or passage text. Tasks that answer with an error, raise,
+name, counts, outcome and duration, never query or passage text (a batch-job chunk queued again for want of a
+slot is counted instead, and logged at DEBUG). Tasks that answer with an error, raise,
 expire in the queue or are revoked count in `rerank_worker_failures_total`.
 """
 
@@ -44,8 +45,12 @@ def install_task_signals(metrics: TaskMetrics) -> None:
             "chunk": payload.get("chunk"),
             "passages": len(payload["passages"]) if isinstance(payload.get("passages"), list) else None,
         }  # fmt: skip
-        log.info("%s %s in %.3fs", task.name, outcome, time.perf_counter() - began,
-                 extra={key: value for key, value in fields.items() if value is not None})  # fmt: skip
+        deferred = isinstance(retval, dict) and isinstance(retval.get("ok"), dict) and retval["ok"].get("deferred")
+        if deferred:  # a batch-job chunk queued again for want of a slot: counted, not logged at INFO
+            metrics.job_chunk_requeues.inc()
+        log.log(logging.DEBUG if deferred else logging.INFO, "%s %s in %.3fs", task.name, outcome,
+                time.perf_counter() - began,
+                extra={key: value for key, value in fields.items() if value is not None})  # fmt: skip
         if token is not None:
             request_id.reset(token)
 

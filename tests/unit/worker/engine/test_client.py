@@ -69,6 +69,15 @@ def test_a_failed_forward_pass_fails_its_request_and_the_engine_goes_on(engine):
     assert engine.score(pairs(5)).result(10).tolist() == [5.0]
 
 
+def test_a_cancelled_request_stops_at_the_next_pass(engine):
+    job = engine.score(pairs(*range(1, 321)), background=True)  # 20 passes of 16 pairs, 50 ms each
+    time.sleep(0.2)
+    assert job.cancel()
+    assert engine.score(pairs(9)).result(10).tolist() == [9.0]
+    time.sleep(1.5)  # the job's 20 passes would be over by now
+    assert engine.stats()["batch_stats"]["pairs"] <= 160 + 1  # the job's other pairs never ran
+
+
 def test_stats_give_the_engine_s_batch_statistics_and_metrics(engine):
     engine.score(pairs(1, 2)).result(10)
     stats = engine.stats()

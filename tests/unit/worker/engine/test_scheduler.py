@@ -130,8 +130,8 @@ def test_an_empty_request_is_not_queued():
     assert not scheduler.pending() and scheduler.next_batch() is None
 
 
-def test_interactive_pairs_go_ahead_of_background_pairs_which_run_in_smaller_batches():
-    scheduler = Scheduler(max_batch_tokens=1000, background_batch_tokens=40)
+def test_interactive_pairs_go_ahead_of_background_pairs():
+    scheduler = Scheduler(max_batch_tokens=40, background_batch_tokens=40)
     scheduler.add(request(1))
     blocker = scheduler.next_batch()
     job = request(*([10] * 12), base=100, background=True)
@@ -145,13 +145,29 @@ def test_interactive_pairs_go_ahead_of_background_pairs_which_run_in_smaller_bat
     assert job.logits.tolist() == [100.0 + i for i in range(12)]
 
 
-def test_background_batches_are_sized_by_measured_throughput():
-    """At 10,000 tokens/s and a 20 ms target, background batches hold about 200 tokens."""
-    scheduler = Scheduler(max_batch_tokens=4000, background_batch_tokens=4000, background_forward_seconds=0.02)
-    scheduler.add(request(*([50] * 40)))  # interactive: measures the rate, 4000-token batches
-    assert max(len(b.pairs) for b in run(scheduler, tokens_per_second=10_000)) > 20
-    scheduler.add(request(*([50] * 40), background=True))
-    assert all(len(b.pairs) <= 4 for b in run(scheduler, tokens_per_second=10_000))  # 200 tokens: 4 pairs of 50
+def test_background_batches_grow_with_measured_throughput_but_never_below_an_interactive_batch():
+    """Background batches take about 20 ms at the measured rate, between the interactive budget (200 tokens)
+    and their own cap (2,000)."""
+    for tokens_per_second, most_pairs in ((1_000, 4), (50_000, 20), (1_000_000, 40)):
+        scheduler = Scheduler(max_batch_tokens=200, background_batch_tokens=2000, background_forward_seconds=0.02)
+        scheduler.add(request(*([50] * 8)))  # interactive: measures the rate in 200-token batches
+        assert all(len(b.pairs) == 4 for b in run(scheduler, tokens_per_second=tokens_per_second))
+        scheduler.add(request(*([50] * 400), background=True))
+        batches = run(scheduler, tokens_per_second=tokens_per_second)
+        assert max(len(b.pairs) for b in batches) == most_pairs, tokens_per_second
+
+
+def test_cancelled_requests_lose_their_pending_pairs():
+    scheduler = Scheduler(max_batch_tokens=20)
+    kept, cancelled = request(10, 10, 10, base=1, background=True), request(10, 10, 10, base=5, background=True)
+    scheduler.add(kept)
+    scheduler.add(cancelled)
+    first = scheduler.next_batch()  # two pairs of the first request
+    scheduler.cancel([cancelled.request_id, 999])
+    scheduler.complete(first, np.zeros(2, np.float32), 0.001)
+    batches = run(scheduler)
+    assert [values(b) for b in batches] == [[3.0]]
+    assert not scheduler.pending()
 
 
 def test_stats_count_batches_by_size_and_padded_tokens_in_power_of_two_buckets():
