@@ -10,6 +10,8 @@ from typing import Literal
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+SHORT_API_KEY_CHARS = 16  # a key shorter than this is accepted, with a warning at the API's start
+
 
 class Settings(BaseSettings):
     """Configuration shared by the API, the workers and `rerank-fleet up`."""
@@ -122,7 +124,12 @@ class Settings(BaseSettings):
         100_000, ge=1, description="Most characters in the query or in one passage (413 beyond)."
     )
     max_request_chars: int = Field(
-        4_000_000, ge=1, description="Most characters in one request, query and passages together (413 beyond)."
+        4_000_000, ge=1,
+        description="Most characters in one request: the query, the passages, and an `instruction` once per passage "
+        "(it is copied into every pair); 413 beyond.",
+    )  # fmt: skip
+    max_instruction_chars: int = Field(
+        2_000, ge=1, description="Most characters in a request's `instruction` (a prompt recipe's task; 413 beyond)."
     )
 
     # --- batch jobs --------------------------------------------------------------------------
@@ -253,7 +260,15 @@ class Settings(BaseSettings):
             if not key or not key[0].strip():
                 raise ValueError("RERANK_API_KEY_FILE is empty")
             self.api_key = SecretStr(key[0].strip())
+        if self.api_key is not None and not self.api_keys:
+            source = "RERANK_API_KEY" if "api_key" in self.model_fields_set else "RERANK_API_KEY_FILE"
+            raise ValueError(f"{source} holds no key, only commas or spaces: set a key, or unset it for an open API")
         return self
+
+    @property
+    def short_api_keys(self) -> int:
+        """How many of the API keys are shorter than SHORT_API_KEY_CHARS (the API warns at start-up)."""
+        return sum(len(key) < SHORT_API_KEY_CHARS for key in self.api_keys)
 
     @property
     def api_keys(self) -> list[str]:

@@ -223,9 +223,10 @@ class EngineClient:
                     break
                 for kind, payload in reader.feed(data):
                     self._handle(connection, kind, payload)
-        except (OSError, ValueError) as exc:
+        except Exception as exc:  # noqa: BLE001 - a broken socket or a frame that makes no sense: stop this engine
             if not self._closing.is_set():
-                log.warning("lost the model engine's socket: %s", exc)
+                log.error("the model engine's stream broke (%s: %s); stopping it", type(exc).__name__, exc)
+                _stop(connection)
         finally:
             connection.lost.set()
             with self._lock:
@@ -257,3 +258,13 @@ class EngineClient:
             connection.ready.set()
         elif kind is Kind.FATAL:
             connection.fatal = protocol.decode_json(payload).get("message", "the model could not be loaded")
+
+
+def _stop(connection: _Connection) -> None:
+    """Close the socket of an engine whose stream cannot be read any more and kill it: the supervisor then
+    starts a new one, as after a crash."""
+    try:
+        connection.sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
+    connection.process.kill()

@@ -21,7 +21,7 @@ from shared.settings import get_settings
 from worker.engine.client import EngineClient
 from worker.text.distinct import distinct_pairs
 from worker.text.prompting import PromptEncoder
-from worker.text.tokenization import EncodedPairs, PairTokenizer
+from worker.text.tokenization import EncodedPairs, PairTokenizer, check_deadline
 from worker.text.windows import best_of_windows
 
 log = logging.getLogger(__name__)
@@ -117,14 +117,17 @@ def submit_request(
 ) -> Callable[..., tuple[np.ndarray, np.ndarray]]:
     """Tokenize one request (long passages as up to `max_chunks` windows) and send it to the engine.
 
-    Returns a function of an optional timeout that waits for the scores: per passage its logit (its best
+    Tokenizing stops with TIMEOUT once `options`' deadline has passed. Returns a function of an optional
+    timeout that waits for the scores: per passage its logit (its best
     window's) and its token count (all its windows' pairs together). `options` go to `EngineClient.score`.
     """
     settings = get_settings()
+    deadline = options.get("deadline")
     pairs, windows = state.tokenizer.encode_windows(
         query, passages, truncate, max_passage_tokens, instruction,
-        max_windows=max_chunks, overlap=settings.chunk_overlap_tokens,
+        max_windows=max_chunks, overlap=settings.chunk_overlap_tokens, deadline=deadline,
     )  # fmt: skip
+    check_deadline(deadline)  # tokenizing took the time that was left: the engine would only drop it
     if windows is not None and len(windows) > settings.max_windows_per_request:
         raise RerankError(
             ErrorType.TOO_LARGE,

@@ -18,8 +18,9 @@ from typing import Sequence
 import numpy as np
 from tokenizers import Encoding, Tokenizer
 
-from worker.text.recipes import Recipe, instruction_refused
-from worker.text.tokenization import IDS, EncodedPairs, PairTokenizer
+from shared.errors import instruction_refused
+from worker.text.recipes import Recipe
+from worker.text.tokenization import IDS, EncodedPairs, PairTokenizer, check_deadline
 from worker.text.truncation import pair_too_long
 from worker.text.windows import Windows, plan_windows
 
@@ -33,6 +34,9 @@ def text_encoder(
     if recipe.prompt is not None:
         return PromptEncoder(tokenizer, recipe, max_seq_len)
     return PairTokenizer(tokenizer, max_seq_len=max_seq_len, uses_type_ids=uses_type_ids)
+
+
+TOKENIZE_SLICE = 32  # prompted pairs tokenized at once between two looks at the request's deadline
 
 
 class PromptEncoder:
@@ -61,12 +65,15 @@ class PromptEncoder:
         truncate: str,
         max_passage_tokens: int | None = None,
         instruction: str | None = None,
+        *,
+        deadline: float | None = None,
     ) -> EncodedPairs:
         """Per passage, the token ids fed to the model, end to end (no segment ids: all are of segment 0).
 
         `instruction` overrides the recipe's default (VALIDATION if its prompt has no {instruction});
         `max_passage_tokens` first cuts each passage to that many of its own tokens (Cohere's
         `max_tokens_per_doc`). NONE raises VALIDATION naming the first passage whose sequence is over L.
+        The prompted pairs are tokenized TOKENIZE_SLICE at a time: TIMEOUT as soon as `deadline` has passed.
         """
         if instruction is not None and not self.recipe.takes_instruction:
             raise instruction_refused()
@@ -74,8 +81,11 @@ class PromptEncoder:
             passages = self._cut_passages(passages, max_passage_tokens)
         fill = {"query": query, "instruction": self.recipe.instruction if instruction is None else instruction}
         template = self.recipe.prompt.pair
-        pairs = self.tokenizer.encode_batch([template.format(passage=p, **fill) for p in passages],
-                                            add_special_tokens=False)  # fmt: skip
+        pairs = []
+        for start in range(0, len(passages), TOKENIZE_SLICE):
+            check_deadline(deadline)
+            texts = [template.format(passage=p, **fill) for p in passages[start : start + TOKENIZE_SLICE]]
+            pairs += self.tokenizer.encode_batch(texts, add_special_tokens=False)
         room = self.max_seq_len - self.fixed_tokens
         sequences = []
         for index, pair in enumerate(pairs):
@@ -99,6 +109,7 @@ class PromptEncoder:
         *,
         max_windows: int = 1,
         overlap: int = 0,
+        deadline: float | None = None,
     ) -> tuple[EncodedPairs, Windows | None]:
         """`encode`, with each passage longer than fits beside the query scored as up to `max_windows` windows:
         windows of the passage's own tokens (worker/text/windows.py), each filled into the pair as the passage's
@@ -119,8 +130,8 @@ class PromptEncoder:
                     passages[owner][encodings[owner].offsets[start][0] : encodings[owner].offsets[start + length - 1][1]]
                     for owner, start, length in zip(windows.owners.tolist(), windows.offsets.tolist(), windows.lengths.tolist())
                 ]  # fmt: skip
-                return self.encode(query, texts, "END", instruction=instruction), windows
-        return self.encode(query, passages, truncate, max_passage_tokens, instruction), None
+                return self.encode(query, texts, "END", instruction=instruction, deadline=deadline), windows
+        return self.encode(query, passages, truncate, max_passage_tokens, instruction, deadline=deadline), None
 
     def _sequence(self, pair: Encoding) -> list[int]:
         if not self.recipe.special_tokens:
