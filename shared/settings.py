@@ -252,7 +252,9 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _key_from_file(self) -> "Settings":
+        source = "RERANK_API_KEY"
         if self.api_key is None and self.api_key_file is not None:
+            source = "RERANK_API_KEY_FILE"
             try:
                 key = self.api_key_file.read_text().strip().splitlines()
             except OSError as exc:
@@ -261,7 +263,6 @@ class Settings(BaseSettings):
                 raise ValueError("RERANK_API_KEY_FILE is empty")
             self.api_key = SecretStr(key[0].strip())
         if self.api_key is not None and not self.api_keys:
-            source = "RERANK_API_KEY" if "api_key" in self.model_fields_set else "RERANK_API_KEY_FILE"
             raise ValueError(f"{source} holds no key, only commas or spaces: set a key, or unset it for an open API")
         return self
 
@@ -335,6 +336,9 @@ def describe_settings_error(error: ValidationError) -> str:
         name = env_name(field) if field in Settings.model_fields else "settings"
         message = str(err.get("msg", "is invalid")).removeprefix("Value error, ")
         message = message.replace("Input should be", "must be").replace("input should be", "must be")
+        if message.startswith("RERANK_"):  # a check across fields names its own variable
+            parts.append(message)
+            continue
         parts.append(f"{name} {message[0].lower() + message[1:] if message else 'is invalid'}")
     return "; ".join(parts)
 

@@ -77,7 +77,7 @@ def test_an_instruction_over_its_limit_is_a_413_naming_the_setting(fleet):
     assert error_of(response) == (f"instruction has {MAX_INSTRUCTION + 1} characters; at most {MAX_INSTRUCTION} are "
                                   "accepted (RERANK_MAX_INSTRUCTION_CHARS)")  # fmt: skip
     client = grpcclient.InferenceServerClient(fleet.grpc)
-    inputs = [grpcclient.InferInput("query", [1], "BYTES"), grpcclient.InferInput("passages", [1], "BYTES")]
+    inputs = [grpcclient.InferInput("query", [1], "BYTES"), grpcclient.InferInput("passage", [1], "BYTES")]
     inputs[0].set_data_from_numpy(np.array([b"which plant?"], dtype=object))
     inputs[1].set_data_from_numpy(np.array([b"photosynthesis"], dtype=object))
     with pytest.raises(grpcclient.InferenceServerException, match="RERANK_MAX_INSTRUCTION_CHARS"):
