@@ -132,6 +132,12 @@ class Settings(BaseSettings):
         2_000, ge=1, description="Most characters in a request's `instruction` (a prompt recipe's task; 413 beyond)."
     )
 
+    embedded_redis_maxmemory_mb: int = Field(
+        2048, ge=64,
+        description="`maxmemory` (MiB) of the Redis that `rerank-fleet up` embeds, with `noeviction`: past it, "
+        "writes (new requests, job uploads) fail and nothing stored is evicted; /metrics reports it.",
+    )  # fmt: skip
+
     # --- batch jobs --------------------------------------------------------------------------
     job_ttl: int = Field(
         86400, ge=1, description="Seconds a batch job (its state and results) is kept after it is submitted or finished."
