@@ -176,12 +176,15 @@ class RankingService:
         return workers
 
     async def served_models(self) -> list[str]:
-        """The configured models and every model a live worker announces."""
+        """The configured models in their order, the default one first (what a client that takes the first of
+        /v1/models, as LangChain does, and one that names no model, as Cohere's may, both get), then every other
+        model a live worker announces, sorted."""
         try:
             models = set(await self._registry.served_models())
         except (RedisError, OSError):
             raise RerankError(ErrorType.UNAVAILABLE, "Redis is unreachable", retry_after=RETRY_AFTER_SECONDS) from None
-        return sorted(models | set(self._settings.model_ids))
+        configured = self._settings.model_ids
+        return configured + sorted(models - set(configured))
 
     async def resolve_model(self, name: str | None) -> str:
         """The served id a client means by `name` (default: the first configured model).
