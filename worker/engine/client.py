@@ -5,9 +5,10 @@ Task threads call `EngineClient.score`, which sends one frame and returns a futu
 the engine's frames into results. The engine is started with `python -m worker.engine` (never forked from
 this process, which imports no torch and so never initialises CUDA) and given one end of a socketpair: no
 path on disk, no shared memory, nothing to clean up when either side dies. If the engine dies (a crash,
-CUDA running out of memory, SIGKILL), every request it held fails at once with UNAVAILABLE (503 with
-Retry-After at the API), `on_down` runs (the worker stops announcing itself and consuming), and a new engine
-is started after 1 s, then 2, 4, ... up to 30 s while it keeps dying; `on_up` runs once it has loaded.
+CUDA running out of memory, SIGKILL; or a frame from it cannot be read, which closes the socket and kills
+it), every request it held fails at once with UNAVAILABLE (503 with Retry-After at the API), `on_down` runs
+(the worker stops announcing itself and consuming), and a new engine is started after 1 s, then 2, 4, ... up
+to 30 s while it keeps dying; `on_up` runs once it has loaded.
 """
 
 from __future__ import annotations
