@@ -30,7 +30,7 @@ from api.ranking.task_watch import TaskWatch
 from api.ranking.worker_registry import WorkerRegistry
 from shared.celery_app import create_celery_app
 from shared.log_format import configure_logging, redacted_url
-from shared.settings import Settings, get_settings
+from shared.settings import SHORT_API_KEY_CHARS, Settings, get_settings
 
 log = logging.getLogger("api")
 
@@ -69,6 +69,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await grpc_server.start()
         if settings.api_key is None:
             log.warning("RERANK_API_KEY is not set: every route is open without authentication")
+        elif settings.short_api_keys:
+            log.warning("%d of the API keys are shorter than %d characters: use long random keys (SECURITY.md)",
+                        settings.short_api_keys, SHORT_API_KEY_CHARS)  # fmt: skip
         log.info("serving %s %s; broker %s", "models" if len(settings.model_ids) > 1 else "model",
                  ", ".join(settings.model_ids), redacted_url(settings.redis_url))  # fmt: skip
         try:

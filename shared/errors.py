@@ -65,6 +65,16 @@ class ErrorAnswer(Exception):
         self.error = error
 
 
+def instruction_refused() -> RerankError:
+    """The 400 for an `instruction` sent to a model whose recipe has no {instruction} to fill (the API refuses
+    it before queueing, from what the model's workers announce; a worker refuses it too)."""
+    return RerankError(
+        ErrorType.VALIDATION,
+        "instruction: this model's prompt has no {instruction} placeholder, so it takes no instruction; "
+        "leave the field out",
+    )
+
+
 ECHO_LIMIT = 40  # characters of a client's value an error message may repeat
 
 

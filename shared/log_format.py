@@ -21,6 +21,8 @@ TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s%(request_tag)s"
 # A request id as clients may set it (X-Request-ID, a gRPC request's `id`): anything else is not used.
 REQUEST_ID_PATTERN = re.compile(r"[A-Za-z0-9._-]{1,128}")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+# what json.dumps leaves raw (ensure_ascii=False) that readers splitting on Unicode line breaks take for one
+_JSON_LINE_BREAKS = {ord(c): f"\\u{ord(c):04x}" for c in "\x85\u2028\u2029"}
 
 
 def is_valid_request_id(value: str | None) -> bool:
@@ -71,7 +73,7 @@ class JsonFormatter(logging.Formatter):
                 entry[key] = value
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
-        return json.dumps(entry, default=str, ensure_ascii=False)
+        return json.dumps(entry, default=str, ensure_ascii=False).translate(_JSON_LINE_BREAKS)
 
 
 class TextFormatter(logging.Formatter):

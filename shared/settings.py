@@ -11,6 +11,8 @@ from typing import Literal
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+SHORT_API_KEY_CHARS = 16  # a key shorter than this is accepted, with a warning at the API's start
+
 
 class Settings(BaseSettings):
     """Configuration shared by the API, the workers and `rerank-fleet up`."""
@@ -123,8 +125,19 @@ class Settings(BaseSettings):
         100_000, ge=1, description="Most characters in the query or in one passage (413 beyond)."
     )
     max_request_chars: int = Field(
-        4_000_000, ge=1, description="Most characters in one request, query and passages together (413 beyond)."
+        4_000_000, ge=1,
+        description="Most characters in one request: the query, the passages, and an `instruction` once per passage "
+        "(it is copied into every pair); 413 beyond.",
+    )  # fmt: skip
+    max_instruction_chars: int = Field(
+        2_000, ge=1, description="Most characters in a request's `instruction` (a prompt recipe's task; 413 beyond)."
     )
+
+    embedded_redis_maxmemory_mb: int = Field(
+        2048, ge=64,
+        description="`maxmemory` (MiB) of the Redis that `rerank-fleet up` embeds, with `noeviction`: past it, "
+        "writes (new requests, job uploads) fail and nothing stored is evicted; /metrics reports it.",
+    )  # fmt: skip
 
     # --- batch jobs --------------------------------------------------------------------------
     job_ttl: int = Field(
@@ -300,7 +313,9 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _key_from_file(self) -> "Settings":
+        source = "RERANK_API_KEY"
         if self.api_key is None and self.api_key_file is not None:
+            source = "RERANK_API_KEY_FILE"
             try:
                 key = self.api_key_file.read_text().strip().splitlines()
             except OSError as exc:
@@ -308,7 +323,14 @@ class Settings(BaseSettings):
             if not key or not key[0].strip():
                 raise ValueError("RERANK_API_KEY_FILE is empty")
             self.api_key = SecretStr(key[0].strip())
+        if self.api_key is not None and not self.api_keys:
+            raise ValueError(f"{source} holds no key, only commas or spaces: set a key, or unset it for an open API")
         return self
+
+    @property
+    def short_api_keys(self) -> int:
+        """How many of the API keys are shorter than SHORT_API_KEY_CHARS (the API warns at start-up)."""
+        return sum(len(key) < SHORT_API_KEY_CHARS for key in self.api_keys)
 
     @property
     def api_keys(self) -> list[str]:
@@ -391,6 +413,9 @@ def describe_settings_error(error: ValidationError) -> str:
         name = env_name(field) if field in Settings.model_fields else "settings"
         message = str(err.get("msg", "is invalid")).removeprefix("Value error, ")
         message = message.replace("Input should be", "must be").replace("input should be", "must be")
+        if message.startswith("RERANK_"):  # a check across fields names its own variable
+            parts.append(message)
+            continue
         parts.append(f"{name} {message[0].lower() + message[1:] if message else 'is invalid'}")
     return "; ".join(parts)
 

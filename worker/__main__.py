@@ -22,7 +22,7 @@ from tokenizers import Tokenizer
 
 from shared.celery_app import batch_queue, interactive_queue, worker_queues
 from shared.log_format import configure_logging
-from shared.registry import METRICS_FIELD
+from shared.registry import METRICS_FIELD, TAKES_INSTRUCTION_FIELD
 from shared.settings import Settings, get_settings
 from worker.engine.client import EngineClient
 from worker.metrics import TaskMetrics, merge_snapshots
@@ -65,11 +65,13 @@ class Worker:
         self.heartbeat: Heartbeat | None = None
         self.sweeper: JobSweeper | None = None
         self.engine_info: dict = {}  # what the engine said of itself when it last loaded the model
+        self.takes_instruction = False  # whether the model's prompt has an {instruction} (announced)
         self._last_engine_stats: dict = {}
 
     def start_engine(self) -> dict:
         self.engine_info = info = self.engine.start()
         recipe = parse_recipe(info["recipe"], info["recipe_origin"])
+        self.takes_instruction = recipe.takes_instruction
         tokenizer = text_encoder(Tokenizer.from_str(info["tokenizer"]), recipe, max_seq_len=info["max_seq_len"],
                                  uses_type_ids=info["uses_token_type_ids"])  # fmt: skip
         install_state(WorkerState(model_id=self.model_id, tokenizer=tokenizer, engine=self.engine))
@@ -91,6 +93,7 @@ class Worker:
             "device": info["device"],
             "max_seq_len": info["max_seq_len"],
             "engine_pid": self.engine.pid,
+            TAKES_INSTRUCTION_FIELD: self.takes_instruction,
             "batch_stats": stats.get("batch_stats", {}),
             METRICS_FIELD: merge_snapshots(self.metrics.snapshot(), stats.get("metrics", [])),
         }

@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 import secrets
 import sys
+import tempfile
 
 from shared.celery_app import create_celery_app
 from shared.settings import Settings, get_settings
@@ -45,8 +46,18 @@ _metrics_need_credentials()
 
 
 def generated_credentials() -> str:
-    """`user:password` for a Flower that would otherwise be open (rerank-fleet up prints them once)."""
+    """`user:password` for a Flower that would otherwise be open (rerank-fleet up writes them to a file)."""
     return f"{GENERATED_USER}:{secrets.token_urlsafe(18)}"
+
+
+def write_login_file(login: str) -> str:
+    """Write generated `user:password` to a file only this user can read (mode 0600, in a private directory,
+    which `up` removes when it stops); its path, which `up` prints instead of the password."""
+    path = os.path.join(tempfile.mkdtemp(prefix="rerank-fleet-flower-"), "flower-login")
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(descriptor, "w") as file:
+        file.write(login + "\n")
+    return path
 
 
 def flower_command(settings: Settings) -> list[str]:

@@ -263,7 +263,11 @@ def add_jobs_parser(commands: argparse._SubParsersAction) -> None:
     server.add_argument("--url", default=os.environ.get("RERANK_URL") or DEFAULT_URL,
                         help=f"the API's base URL (RERANK_URL, default {DEFAULT_URL})")  # fmt: skip
     server.add_argument("--api-key", default=os.environ.get("RERANK_API_KEY") or None,
-                        help="sent as Authorization: Bearer <key> (RERANK_API_KEY)")  # fmt: skip
+                        help="sent as Authorization: Bearer <key>; a command line is visible to every user of "
+                        "the machine (ps): prefer --api-key-file or RERANK_API_KEY")  # fmt: skip
+    server.add_argument("--api-key-file", type=Path, default=os.environ.get("RERANK_API_KEY_FILE") or None,
+                        help="a file whose first line is the API key (RERANK_API_KEY_FILE); --api-key and "
+                        "RERANK_API_KEY win over it")  # fmt: skip
     jobs = commands.add_parser("jobs", help="submit, follow and fetch the batch ranking jobs of a running API")
     actions = jobs.add_subparsers(dest="jobs_command", required=True)
 
@@ -288,11 +292,24 @@ def add_jobs_parser(commands: argparse._SubParsersAction) -> None:
     listing.add_argument("--json", action="store_true", help="print the list JSON instead of a table")
 
 
+def _key_from_file(path: Path | None) -> str | None:
+    """The first line of `path` (--api-key-file); None without one; CliError if it cannot be read or is empty."""
+    if path is None:
+        return None
+    try:
+        lines = path.read_text().strip().splitlines()
+    except OSError as exc:
+        raise CliError(f"cannot read the API key file {path}: {exc.strerror}") from None
+    if not lines or not lines[0].strip():
+        raise CliError(f"the API key file {path} is empty")
+    return lines[0].strip()
+
+
 def run_jobs(args: argparse.Namespace) -> int:
     """Run one parsed `jobs` sub-command; returns the exit code."""
     client = None
     try:
-        client = JobsClient(args.url, args.api_key)
+        client = JobsClient(args.url, args.api_key or _key_from_file(args.api_key_file))
         return args.handler(client, args)
     except CliError as exc:
         print(f"rerank-fleet: {exc}", file=sys.stderr)

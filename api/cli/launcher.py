@@ -20,7 +20,7 @@ from api.cli.data_dir import DataDirLock, redis_dir
 from api.cli.embedded_redis import start_embedded_redis
 from api.cli.supervision import Child
 from api.cli.fleet_models import ready_lines, worker_envs
-from api.cli.flower import flower_command, flower_env, generated_credentials
+from api.cli.flower import flower_command, flower_env, generated_credentials, write_login_file
 from shared.log_format import redacted_url
 from shared.settings import Settings, env_name
 
@@ -109,7 +109,7 @@ class Fleet:
         self._data_dir = DataDirLock(settings.data_dir)
         self._stop_requested = False
         self._http_socket: socket.socket | None = None
-        self._flower_login: str | None = None  # generated credentials, printed once
+        self._flower_login: str | None = None  # the file of generated credentials (0600), its path printed
 
     def run(self) -> int:
         """Start everything, restart children that die, stop everything on Ctrl-C or SIGTERM."""
@@ -153,12 +153,14 @@ class Fleet:
         self._check_ports()
         settings = self.settings
         if settings.flower_port and settings.flower_basic_auth is None and not os.environ.get("FLOWER_BASIC_AUTH"):
-            self._flower_login = generated_credentials()
-            settings = self.settings = settings.model_copy(update={"flower_basic_auth": SecretStr(self._flower_login)})
+            login = generated_credentials()
+            self._flower_login = write_login_file(login)
+            settings = self.settings = settings.model_copy(update={"flower_basic_auth": SecretStr(login)})
         if not self.redis_url_given:
             popen_kwargs = {"start_new_session": True, "preexec_fn": _die_with_parent}
             data_dir = self._data_dir.path
-            process, url = start_embedded_redis(str(redis_dir(data_dir)), **popen_kwargs)
+            process, url = start_embedded_redis(
+                str(redis_dir(data_dir)), max_memory_mb=settings.embedded_redis_maxmemory_mb, **popen_kwargs)  # fmt: skip
             self.children.append(Child("redis", process, **popen_kwargs))  # restarted on its port and directory
             settings = self.settings = settings.model_copy(update={"redis_url": url})
             log.info("started embedded Redis at %s, its data in %s", redacted_url(url), data_dir)
@@ -207,9 +209,8 @@ class Fleet:
         if settings.flower_port:
             lines.append(f"  Flower  http://{host}:{settings.flower_port}/   (workers and tasks; metrics: {base}/metrics)")
             if self._flower_login:
-                user, password = self._flower_login.split(":", 1)
-                lines.append(f"  Flower login  user {user}, password {password}   (generated for this run; "
-                             "RERANK_FLOWER_BASIC_AUTH=user:password sets your own)")  # fmt: skip
+                lines.append(f"  Flower login  in {self._flower_login}   (user:password, generated for this run, "
+                             "readable by you only; RERANK_FLOWER_BASIC_AUTH=user:password sets your own)")  # fmt: skip
         lines.append(f"  Redis   {redacted_url(settings.redis_url)}")
         if not self.redis_url_given:
             lines.append(f"  Data    {self._data_dir.path}   (jobs and results; --data-dir or RERANK_DATA_DIR)")
@@ -241,6 +242,8 @@ class Fleet:
                     child.process.kill()
                     child.process.wait()
         self._data_dir.release()
+        if self._flower_login:
+            shutil.rmtree(os.path.dirname(self._flower_login), ignore_errors=True)
         if self._http_socket is not None:
             self._http_socket.close()
 

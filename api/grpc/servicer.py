@@ -12,7 +12,7 @@ from tritonclient.grpc import service_pb2_grpc
 
 from api.grpc import protocol
 from api.grpc.errors import GRPC_STATUS, abort
-from api.ranking.metrics import observed_request
+from api.ranking.metrics import count_not_ready, observed_request
 from api.ranking.model_names import grpc_model_name
 from api.ranking.service import RankingService
 from shared.errors import ErrorType, RerankError, shown
@@ -70,6 +70,7 @@ class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
         try:
             await self._service.check_ready()
         except RerankError:
+            count_not_ready("grpc")
             return pb.ServerReadyResponse(ready=False)
         return pb.ServerReadyResponse(ready=True)
 
@@ -80,6 +81,7 @@ class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
         except RerankError as error:
             if error.type is ErrorType.NOT_FOUND:
                 raise
+            count_not_ready("grpc")
             return pb.ModelReadyResponse(ready=False)
         return pb.ModelReadyResponse(ready=True)
 

@@ -49,10 +49,12 @@ def json_response(body: BaseModel, status: int = 200) -> Response:
     return Response(body.model_dump_json(), status_code=status, media_type="application/json")
 
 
-def error_response(error: RerankError, status: int | None = None) -> JSONResponse:
-    """The envelope for one error, with Retry-After where the client should come back later."""
+def error_response(error: RerankError, status: int | None = None, *, counted: bool = True) -> JSONResponse:
+    """The envelope for one error, with Retry-After where the client should come back later; `counted` in
+    rerank_request_errors unless it is a readiness probe's answer."""
     status = status or HTTP_STATUS[error.type]
-    count_error("http", error.type.value)
+    if counted:
+        count_error("http", error.type.value)
     body = ErrorEnvelope(error=ErrorBody(message=error.message, type=error.type.value, code=status))
     headers = {}
     if error.retry_after is not None:

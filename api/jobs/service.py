@@ -218,7 +218,7 @@ class JobService:
         if request.model is not None and request.model != model:
             return RerankError(ErrorType.NOT_FOUND, f"model {shown(request.model)} is not this job's model {model!r}")
         try:
-            check_request(self._settings, request.query.text, [p.text for p in request.passages])
+            check_request(self._settings, request.query.text, [p.text for p in request.passages], request.instruction)
             check_max_chunks(self._settings, request.max_chunks_per_passage)
         except RerankError as error:
             return error

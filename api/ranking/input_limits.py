@@ -7,12 +7,23 @@ from shared.schemas import too_many_passages_message
 from shared.settings import Settings
 
 
-def check_request(settings: Settings, query: str, passages: list[str]) -> None:
+def check_request(settings: Settings, query: str, passages: list[str], instruction: str | None = None) -> None:
     """TOO_LARGE past the passage or character limits; VALIDATION for text that is not valid Unicode.
 
     JSON may spell lone UTF-16 surrogates (`"\\ud800"`): they decode to a Python string that no
     tokenizer, and no UTF-8 encoder, accepts, so they are refused here rather than failing in a worker.
+    An `instruction` is filled into every pair's prompt: it counts once per passage against
+    RERANK_MAX_REQUEST_CHARS, and alone against RERANK_MAX_INSTRUCTION_CHARS.
     """
+    instruction_chars = 0 if instruction is None else len(instruction)
+    if instruction_chars > settings.max_instruction_chars:
+        raise RerankError(
+            ErrorType.TOO_LARGE,
+            f"instruction has {instruction_chars} characters; at most {settings.max_instruction_chars} are accepted "
+            "(RERANK_MAX_INSTRUCTION_CHARS)",
+        )
+    if instruction and not _encodes(instruction):
+        raise RerankError(ErrorType.VALIDATION, "instruction is not valid Unicode (a lone surrogate)")
     if len(passages) > settings.max_passages:
         raise RerankError(ErrorType.TOO_LARGE, too_many_passages_message(len(passages), settings.max_passages))
     texts = [query, *passages]  # index 0 is the query, i + 1 is passage i
@@ -31,11 +42,12 @@ def check_request(settings: Settings, query: str, passages: list[str]) -> None:
         )
     if not_unicode is not None:
         raise RerankError(ErrorType.VALIDATION, f"{_name(not_unicode)} is not valid Unicode (a lone surrogate)")
-    total = sum(lengths)
+    total = sum(lengths) + instruction_chars * len(passages)
     if total > settings.max_request_chars:
+        counted = ", its instruction counted once per passage" if instruction_chars else ""
         raise RerankError(
             ErrorType.TOO_LARGE,
-            f"the request has {total} characters; at most {settings.max_request_chars} are accepted "
+            f"the request has {total} characters{counted}; at most {settings.max_request_chars} are accepted "
             "(RERANK_MAX_REQUEST_CHARS)",
         )
 

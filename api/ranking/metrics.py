@@ -53,8 +53,18 @@ def note_model(model: str) -> None:
         labels.model = model
 
 
+NOT_READY = Counter(
+    "rerank_readiness_not_ready", "Readiness probes answered not ready (HTTP 503, gRPC ready=false), by protocol: "
+    "a probe's answer, not an error served to a client, so not in rerank_request_errors.", ["protocol"],
+)  # fmt: skip
+
+
 def count_error(protocol: str, error_type: str) -> None:
     ERRORS.labels(protocol, error_type).inc()
+
+
+def count_not_ready(protocol: str) -> None:
+    NOT_READY.labels(protocol).inc()
 
 
 @contextmanager

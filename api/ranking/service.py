@@ -23,7 +23,7 @@ from api.ranking.result_waiter import ResultWaiter
 from api.ranking.task_watch import TaskWatch, task_id as new_task_id
 from api.ranking.worker_registry import WorkerRegistry
 from shared.celery_app import RANK_TASK, interactive_queue
-from shared.errors import ErrorType, RerankError, shown
+from shared.errors import ErrorType, RerankError, instruction_refused, shown
 from shared.schemas import RankResult, RankTask, Truncate
 from shared.settings import Settings
 
@@ -77,12 +77,13 @@ class RankingService:
 
         `timeout` (a client's deadline) can shorten the wait, never lengthen it past RERANK_REQUEST_TIMEOUT.
         `max_passage_tokens` cuts every passage to that many tokens before truncation (Cohere dialect);
-        `instruction` fills the model's prompt (the worker refuses it for a model whose prompt takes none);
+        `instruction` fills the model's prompt (refused before queueing for a model whose workers announce a
+        prompt that takes none);
         `max_chunks_per_passage` lets a long passage be scored as that many windows (API.md section 6), refused
         past RERANK_MAX_CHUNKS_PER_PASSAGE naming the client's `chunks_field`.
         """
         timeout = min(timeout, self._settings.request_timeout) if timeout else self._settings.request_timeout
-        check_request(self._settings, query, passages)
+        check_request(self._settings, query, passages, instruction)
         check_max_chunks(self._settings, max_chunks_per_passage, chunks_field)
         deadline = time.time() + timeout
         task = RankTask(
@@ -98,6 +99,8 @@ class RankingService:
         )
         try:
             await self._require_worker(model)
+            if instruction is not None and not await self._registry.takes_instruction(model):
+                raise instruction_refused()
             note_model(model)
             async with self._admission.slot(model, uuid.uuid4().hex, deadline):
                 meta = await self._run(task)
@@ -173,12 +176,15 @@ class RankingService:
         return workers
 
     async def served_models(self) -> list[str]:
-        """The configured models and every model a live worker announces."""
+        """The configured models in their order, the default one first (what a client that takes the first of
+        /v1/models, as LangChain does, and one that names no model, as Cohere's may, both get), then every other
+        model a live worker announces, sorted."""
         try:
             models = set(await self._registry.served_models())
         except (RedisError, OSError):
             raise RerankError(ErrorType.UNAVAILABLE, "Redis is unreachable", retry_after=RETRY_AFTER_SECONDS) from None
-        return sorted(models | set(self._settings.model_ids))
+        configured = self._settings.model_ids
+        return configured + sorted(models - set(configured))
 
     async def resolve_model(self, name: str | None) -> str:
         """The served id a client means by `name` (default: the first configured model).

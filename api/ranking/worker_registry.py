@@ -7,7 +7,7 @@ import time
 
 from redis.asyncio import Redis
 
-from shared.registry import MODELS_PREFIX, model_workers_key, worker_info_key
+from shared.registry import MODELS_PREFIX, TAKES_INSTRUCTION_FIELD, model_workers_key, worker_info_key
 
 
 SERVED_MODELS_CACHE_SECONDS = 1.0  # listing the models SCANs the keyspace: at most once a second per API process
@@ -49,6 +49,15 @@ class WorkerRegistry:
             if await self.live_workers(model_id):
                 models.append(model_id)
         return sorted(models)
+
+    async def takes_instruction(self, model_id: str) -> bool:
+        """Whether `model_id`'s prompt takes an `instruction`, as its live workers announce (TAKES_INSTRUCTION_FIELD):
+        False only when one says so and none says otherwise (a worker that says nothing leaves it to the worker)."""
+        names = await self.live_workers(model_id)
+        raws = await self._redis.mget([worker_info_key(name) for name in names]) if names else []
+        infos = [json.loads(raw) for raw in raws if raw]
+        said = [info[TAKES_INSTRUCTION_FIELD] for info in infos if isinstance(info.get(TAKES_INSTRUCTION_FIELD), bool)]
+        return not said or any(said)
 
     async def worker_info(self, worker_name: str) -> dict | None:
         """What a worker last reported about itself (device, token limit, batch statistics)."""

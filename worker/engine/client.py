@@ -5,9 +5,10 @@ Task threads call `EngineClient.score`, which sends one frame and returns a futu
 the engine's frames into results. The engine is started with `python -m worker.engine` (never forked from
 this process, which imports no torch and so never initialises CUDA) and given one end of a socketpair: no
 path on disk, no shared memory, nothing to clean up when either side dies. If the engine dies (a crash,
-CUDA running out of memory, SIGKILL), every request it held fails at once with UNAVAILABLE (503 with
-Retry-After at the API), `on_down` runs (the worker stops announcing itself and consuming), and a new engine
-is started after 1 s, then 2, 4, ... up to 30 s while it keeps dying; `on_up` runs once it has loaded.
+CUDA running out of memory, SIGKILL; or a frame from it cannot be read, which closes the socket and kills
+it), every request it held fails at once with UNAVAILABLE (503 with Retry-After at the API), `on_down` runs
+(the worker stops announcing itself and consuming), and a new engine is started after 1 s, then 2, 4, ... up
+to 30 s while it keeps dying; `on_up` runs once it has loaded.
 """
 
 from __future__ import annotations
@@ -234,9 +235,10 @@ class EngineClient:
                     break
                 for kind, payload in reader.feed(data):
                     self._handle(connection, kind, payload)
-        except (OSError, ValueError) as exc:
+        except Exception as exc:  # noqa: BLE001 - a broken socket or a frame that makes no sense: stop this engine
             if not self._closing.is_set():
-                log.warning("lost the model engine's socket: %s", exc)
+                log.error("the model engine's stream broke (%s: %s); stopping it", type(exc).__name__, exc)
+                _stop(connection)
         finally:
             connection.lost.set()
             with self._lock:
@@ -278,3 +280,13 @@ def _settle(future: Future, *, result=None, exception: BaseException | None = No
             future.set_result(result)
     except InvalidStateError:
         pass
+
+
+def _stop(connection: _Connection) -> None:
+    """Close the socket of an engine whose stream cannot be read any more and kill it: the supervisor then
+    starts a new one, as after a crash."""
+    try:
+        connection.sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
+    connection.process.kill()

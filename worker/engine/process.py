@@ -77,6 +77,8 @@ def main(argv: list[str] | None = None) -> int:
         "forward": encoder.layout,
         "pid": os.getpid(),
     }))  # fmt: skip
+    protocol.limit_score_frames(protocol.ScoreLimits(  # a request is at most this many pairs (or windows)
+        max_pairs=max(settings.max_passages, settings.max_windows_per_request), max_seq_len=encoder.max_seq_len))
     budget = batch_tokens(settings.max_batch_tokens, encoder.device)
     scheduler = Scheduler(
         max_batch_tokens=budget,

@@ -29,7 +29,7 @@ from worker.text.tokenization import IDS, TYPES, EncodedPairs
 HEADER = struct.Struct("<IB")
 _SCORE = struct.Struct("<QBdIIB")
 _RESULT = struct.Struct("<QB")
-MAX_FRAME = 1 << 31  # a frame this long is a broken stream, not a request
+MAX_FRAME = 1 << 27  # 128 MiB: past any READY (its tokenizer's JSON) or RESULT; a longer frame is a broken stream
 
 
 class Kind(IntEnum):
@@ -79,14 +79,50 @@ def encode_score(request: ScoreRequest) -> bytes:
     return frame(Kind.SCORE, *parts)
 
 
+@dataclass(frozen=True, slots=True)
+class ScoreLimits:
+    """What one SCORE frame may carry: at most `max_pairs` pairs of 1 to `max_seq_len` tokens each."""
+
+    max_pairs: int
+    max_seq_len: int
+
+    @property
+    def max_frame(self) -> int:
+        """The longest SCORE payload within these limits (ids int32 and segment ids int8 per token)."""
+        return _SCORE.size + 4 * self.max_pairs + 5 * self.max_pairs * self.max_seq_len
+
+
+_score_limits: ScoreLimits | None = None  # None: a SCORE frame is only checked against its own payload
+
+
+def limit_score_frames(limits: ScoreLimits | None) -> None:
+    """Bound every SCORE frame this process reads (the engine, once its model's limit is known)."""
+    global _score_limits
+    _score_limits = limits
+
+
 def decode_score(payload: memoryview) -> ScoreRequest:
+    """A SCORE frame's request; ValueError unless its counts agree with its payload (and with the limits):
+    every length 1 to L, their sum the token count, the payload exactly the arrays it announces."""
+    if len(payload) < _SCORE.size:
+        raise ValueError(f"SCORE frame of {len(payload)} bytes is shorter than its header")
     request_id, background, deadline, count, tokens, has_types = _SCORE.unpack_from(payload)
+    expected = _SCORE.size + 4 * count + (5 if has_types else 4) * tokens
+    if len(payload) != expected or has_types > 1 or background > 1:
+        raise ValueError(f"SCORE frame of {len(payload)} bytes announces {count} pairs and {tokens} tokens")
+    limits = _score_limits
+    if limits is not None and count > limits.max_pairs:
+        raise ValueError(f"SCORE frame of {count} pairs; at most {limits.max_pairs} are sent")
     offset = _SCORE.size
     lengths = np.frombuffer(payload, dtype=np.int32, count=count, offset=offset)
     offset += 4 * count
     ids = np.frombuffer(payload, dtype=IDS, count=tokens, offset=offset)
     offset += 4 * tokens
     types = np.frombuffer(payload, dtype=TYPES, count=tokens, offset=offset) if has_types else None
+    longest = limits.max_seq_len if limits is not None else tokens
+    out_of_range = count and (int(lengths.min()) < 1 or int(lengths.max()) > longest)
+    if out_of_range or int(lengths.sum(dtype=np.int64)) != tokens:
+        raise ValueError(f"SCORE frame's pair lengths do not add up to its {tokens} tokens within 1 to {longest} each")
     return ScoreRequest(request_id, EncodedPairs(ids, types, lengths), bool(background),
                         None if math.isnan(deadline) else deadline)  # fmt: skip
 
@@ -133,12 +169,18 @@ class FrameReader:
         frames, offset, buffer = [], 0, self._buffer
         while len(buffer) - offset >= HEADER.size:
             length, kind = HEADER.unpack_from(buffer, offset)
-            if length >= MAX_FRAME:
-                raise ValueError(f"frame of {length} bytes: the stream is broken")
+            kind = Kind(kind)  # ValueError for a kind that is none
+            if length > _max_payload(kind):
+                raise ValueError(f"{kind.name} frame of {length} bytes: the stream is broken")
             end = offset + HEADER.size + length
             if end > len(buffer):
                 break
-            frames.append((Kind(kind), memoryview(bytes(buffer[offset + HEADER.size : end]))))
+            frames.append((kind, memoryview(bytes(buffer[offset + HEADER.size : end]))))
             offset = end
         del buffer[:offset]
         return frames
+
+
+def _max_payload(kind: Kind) -> int:
+    limits = _score_limits
+    return limits.max_frame if kind is Kind.SCORE and limits is not None else MAX_FRAME

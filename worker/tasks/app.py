@@ -21,7 +21,7 @@ from shared.settings import get_settings
 from worker.engine.client import EngineClient
 from worker.text.distinct import distinct_pairs
 from worker.text.prompting import PromptEncoder
-from worker.text.tokenization import EncodedPairs, PairTokenizer
+from worker.text.tokenization import EncodedPairs, PairTokenizer, check_deadline
 from worker.text.windows import best_of_windows
 
 log = logging.getLogger(__name__)
@@ -120,13 +120,17 @@ def submit_request(
     **options: Any,
 ) -> "PendingScores":
     """Tokenize one request (long passages as up to `max_chunks` windows) and send it to the engine; its
-    scores on their way. `options` go to `EngineClient.score`.
+    scores on their way. Tokenizing stops with TIMEOUT once `options`' deadline has passed. `options` go to
+    `EngineClient.score`.
     """
     settings = get_settings()
+    deadline = options.get("deadline")
     pairs, windows = state.tokenizer.encode_windows(
         query, passages, truncate, max_passage_tokens, instruction,
         max_windows=max_chunks, overlap=settings.chunk_overlap_tokens, max_total=settings.max_windows_per_request,
+        deadline=deadline,
     )  # fmt: skip
+    check_deadline(deadline)  # tokenizing took the time that was left: the engine would only drop it
     return PendingScores(score_distinct(state.engine, pairs, **options), pairs.lengths, windows)
 
 

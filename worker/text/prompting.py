@@ -18,9 +18,10 @@ from typing import Sequence
 import numpy as np
 from tokenizers import Encoding, Tokenizer
 
+from shared.errors import instruction_refused
 from worker.text.prefix import encode_prefixes
-from worker.text.recipes import Recipe, instruction_refused
-from worker.text.tokenization import IDS, EncodedPairs, PairTokenizer
+from worker.text.recipes import Recipe
+from worker.text.tokenization import IDS, EncodedPairs, PairTokenizer, check_deadline
 from worker.text.truncation import pair_too_long
 from worker.text.windows import Windows, plan_windows
 
@@ -34,6 +35,9 @@ def text_encoder(
     if recipe.prompt is not None:
         return PromptEncoder(tokenizer, recipe, max_seq_len)
     return PairTokenizer(tokenizer, max_seq_len=max_seq_len, uses_type_ids=uses_type_ids)
+
+
+TOKENIZE_SLICE = 32  # prompted pairs tokenized at once between two looks at the request's deadline
 
 
 class PromptEncoder:
@@ -63,12 +67,15 @@ class PromptEncoder:
         truncate: str,
         max_passage_tokens: int | None = None,
         instruction: str | None = None,
+        *,
+        deadline: float | None = None,
     ) -> EncodedPairs:
         """Per passage, the token ids fed to the model, end to end (no segment ids: all are of segment 0).
 
         `instruction` overrides the recipe's default (VALIDATION if its prompt has no {instruction});
         `max_passage_tokens` first cuts each passage to that many of its own tokens (Cohere's
         `max_tokens_per_doc`). NONE raises VALIDATION naming the first passage whose sequence is over L.
+        The prompted pairs are tokenized TOKENIZE_SLICE at a time: TIMEOUT as soon as `deadline` has passed.
         """
         if instruction is not None and not self.recipe.takes_instruction:
             raise instruction_refused()
@@ -77,12 +84,17 @@ class PromptEncoder:
         fill = {"query": query, "instruction": self.recipe.instruction if instruction is None else instruction}
         template = self.recipe.prompt.pair
         room = self.max_seq_len - self.fixed_tokens
-        if truncate == "END" and self.cut_long_passages:  # END discards a long pair's rest: tokenize from a prefix
-            pairs = encode_prefixes(self.tokenizer, passages, room, frame=lambda p: template.format(passage=p, **fill),
-                                    fast=False)  # fmt: skip
-        else:
-            pairs = self.tokenizer.encode_batch([template.format(passage=p, **fill) for p in passages],
-                                                add_special_tokens=False)  # fmt: skip
+        prefixes = truncate == "END" and self.cut_long_passages  # END discards a long pair's rest: from a prefix
+        pairs = []
+        for start in range(0, len(passages), TOKENIZE_SLICE):
+            check_deadline(deadline)
+            texts = passages[start : start + TOKENIZE_SLICE]
+            if prefixes:
+                pairs += encode_prefixes(self.tokenizer, texts, room, frame=lambda p: template.format(passage=p, **fill),
+                                         fast=False)  # fmt: skip
+            else:
+                pairs += self.tokenizer.encode_batch([template.format(passage=p, **fill) for p in texts],
+                                                     add_special_tokens=False)  # fmt: skip
         sequences = []
         for index, pair in enumerate(pairs):
             if len(pair.ids) > room:
@@ -106,6 +118,7 @@ class PromptEncoder:
         max_windows: int = 1,
         overlap: int = 0,
         max_total: int | None = None,
+        deadline: float | None = None,
     ) -> tuple[EncodedPairs, Windows | None]:
         """`encode`, with each passage longer than fits beside the query scored as up to `max_windows` windows
         (`max_total` in all, 413 beyond, before any sequence is built):
@@ -128,8 +141,8 @@ class PromptEncoder:
                     passages[owner][encodings[owner].offsets[start][0] : encodings[owner].offsets[start + length - 1][1]]
                     for owner, start, length in zip(windows.owners.tolist(), windows.offsets.tolist(), windows.lengths.tolist())
                 ]  # fmt: skip
-                return self.encode(query, texts, "END", instruction=instruction), windows
-        return self.encode(query, passages, truncate, max_passage_tokens, instruction), None
+                return self.encode(query, texts, "END", instruction=instruction, deadline=deadline), windows
+        return self.encode(query, passages, truncate, max_passage_tokens, instruction, deadline=deadline), None
 
     def _sequence(self, pair: Encoding) -> list[int]:
         if not self.recipe.special_tokens:

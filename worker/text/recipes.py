@@ -14,7 +14,6 @@ import string
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
-from shared.errors import ErrorType, RerankError
 from worker.model_source import ModelLoadError
 
 if TYPE_CHECKING:
@@ -128,15 +127,6 @@ BUILT_IN: dict[str, dict] = {
     "nvidia/llama-nemotron-rerank-1b-v2": _NV_RERANKQA,
 }
 _BY_REPO_NAME = {hub_id.split("/")[1]: hub_id for hub_id in BUILT_IN}
-
-
-def instruction_refused() -> RerankError:
-    """The 400 for an `instruction` sent to a model whose recipe has no {instruction} to fill."""
-    return RerankError(
-        ErrorType.VALIDATION,
-        "instruction: this model's prompt has no {instruction} placeholder, so it takes no instruction; "
-        "leave the field out",
-    )
 
 
 def recipe_json(recipe: Recipe) -> dict:

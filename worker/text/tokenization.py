@@ -13,6 +13,7 @@ template is used through its own post-processor, pair by pair. NONE/END truncati
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from itertools import chain
 from typing import Sequence
@@ -20,8 +21,8 @@ from typing import Sequence
 import numpy as np
 from tokenizers import Encoding, Tokenizer
 
+from shared.errors import ErrorType, RerankError, instruction_refused
 from worker.text.prefix import encode_prefixes
-from worker.text.recipes import instruction_refused
 from worker.text.truncation import fit_pairs
 from worker.text.windows import Windows, plan_windows
 
@@ -29,6 +30,12 @@ IDS = np.int32  # token ids on the wire; segment ids are int8
 TYPES = np.int8
 _PROBES = (("what is the capital of france", "paris is the capital and largest city of france"),
            ("a b", "c d e f g h i j k l m n o p q r s t u v w x y z"), ("x", ""))  # fmt: skip
+
+
+def check_deadline(deadline: float | None) -> None:
+    """TIMEOUT once a request's deadline (unix time; None: none) has passed: tokenizing it further is wasted."""
+    if deadline is not None and time.time() > deadline:
+        raise RerankError(ErrorType.TIMEOUT, "the request's deadline passed before it was scored")
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,12 +178,15 @@ class PairTokenizer:
         max_windows: int = 1,
         overlap: int = 0,
         max_total: int | None = None,
+        deadline: float | None = None,
     ) -> tuple[EncodedPairs, Windows | None]:
         """`encode`, with each passage longer than fits beside the query scored as up to `max_windows` windows
         (worker/text/windows.py), `max_total` in all (413 beyond, before any pair is built): the windows' pairs,
-        and which passage each is of (None: one pair each)."""
+        and which passage each is of (None: one pair each). TIMEOUT if `deadline` has passed before it
+        starts."""
         if instruction is not None:
             raise instruction_refused()
+        check_deadline(deadline)
         if self._templates is None:
             return self._pair_by_pair(query, passages, truncate, max_passage_tokens, max_windows, overlap,
                                       max_total=max_total)  # fmt: skip

@@ -159,5 +159,15 @@ def test_api_key_from_the_option_or_the_environment(log_dir, redis_server, bert_
         assert_one_line_error(cli(url, "status", job_id), "missing or invalid API key", "(HTTP 401)")
         assert_one_line_error(cli(url, "list", "--api-key", "nope"), "(HTTP 401)")
         assert_one_line_error(cli(url, "submit", upload, "--model", bert_stack.model_id), "(HTTP 401)")
+        key_file = tmp_path / "api-key"
+        key_file.write_text("s3cret\n")
+        from_file = cli(url, "status", job_id, "--api-key-file", str(key_file))
+        assert from_file.returncode == 0 and Job.model_validate_json(from_file.stdout).status == "succeeded"
+        from_file_env = cli(url, "status", job_id, RERANK_API_KEY_FILE=str(key_file))
+        assert from_file_env.returncode == 0, from_file_env.stderr
+        assert_one_line_error(cli(url, "list", "--api-key-file", str(tmp_path / "none")), "cannot read the API key file")
+        helped = subprocess.run([sys.executable, "-m", "api.cli", "jobs", "status", "--help"], cwd=REPO_ROOT,
+                                env=child_env(), capture_output=True, text=True, timeout=60)  # fmt: skip
+        assert "(ps)" in " ".join(helped.stdout.split())
     finally:
         api.stop()

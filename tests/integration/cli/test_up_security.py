@@ -6,6 +6,8 @@ the API only."""
 from __future__ import annotations
 
 import re
+import stat
+from pathlib import Path
 
 import httpx
 import pytest
@@ -59,10 +61,13 @@ def test_the_embedded_redis_needs_its_password_and_refuses_admin_commands(fleet)
     assert password not in output
 
 
-def test_flower_asks_for_the_credentials_up_printed(fleet):
+def test_flower_asks_for_the_credentials_up_wrote_to_a_private_file(fleet):
     _, output, children, flower = fleet
-    user, password = re.search(r"Flower login\s+user (\S+), password (\S+)", output).groups()
-    assert len(password) >= 16
+    login_file = Path(re.search(r"Flower login\s+in (\S+)", output).group(1))
+    assert stat.S_IMODE(login_file.stat().st_mode) == 0o600
+    assert stat.S_IMODE(login_file.parent.stat().st_mode) == 0o700
+    user, password = login_file.read_text().strip().split(":", 1)
+    assert len(password) >= 16 and password not in output
     for path in ("/api/workers", "/metrics", "/"):
         assert httpx.get(flower + path, timeout=10).status_code == 401, path
         assert httpx.get(flower + path, auth=(user, "wrong"), timeout=10).status_code == 401, path
@@ -81,3 +86,17 @@ def test_the_api_key_reaches_only_the_api(fleet):
     _, _, children, _ = fleet
     holders = [command for command, environ in children.values() if "RERANK_API_KEY" in environ]
     assert len(holders) == 1 and "-m api" in holders[0], holders
+
+
+def test_the_embedded_redis_has_a_memory_limit_that_metrics_report(fleet):
+    """`maxmemory` (RERANK_EMBEDDED_REDIS_MAXMEMORY_MB, 2048 by default) with `noeviction`, as compose's Redis has,
+    and the output buffers of normal clients capped (CVE-2025-21605), in the configuration up wrote."""
+    _, output, children, _ = fleet
+    base = re.search(r"HTTP\s+(http://\S+)/v1/ranking", output).group(1)
+    metrics = httpx.get(base + "/metrics", headers={"Authorization": f"Bearer {API_KEY}"}, timeout=30).text
+    limit = [line for line in metrics.splitlines() if line.startswith("rerank_redis_maxmemory_bytes ")]
+    assert limit and float(limit[0].split()[1]) == 2048 * 1024 * 1024, limit
+    assert redis.Redis.from_url(_redis_url(children)).info("memory")["maxmemory_policy"] == "noeviction"
+    [pid] = [pid for pid, (command, _) in children.items() if "redis-server" in command.split()[0]]
+    config = Path(f"/proc/{pid}/cwd/redis.conf").read_text()  # redis-server works in its data directory
+    assert "client-output-buffer-limit normal 64mb 16mb 60" in config

@@ -74,3 +74,23 @@ def test_grpc_request_ids_follow_the_http_rule(bert_stack):
     assert answered.get_response().id == "trace-2.a_B"
     time.sleep(1)
     assert not _forged_lines(bert_stack.api.log(), bert_stack.worker.log())
+
+
+@pytest.fixture(scope="module")
+def keyed_json_api(log_dir, redis_server, bert_stack):
+    api = start_api(log_dir, redis_url=redis_server.extra["url"], model="unused", model_id=bert_stack.model_id,
+                    api_key="log-injection-key", log_format="json")  # fmt: skip
+    yield api
+    api.stop()
+
+
+@pytest.mark.parametrize("separator", ["%E2%80%A8", "%E2%80%A9", "%C2%85"], ids=["U+2028", "U+2029", "U+0085"])
+def test_a_unicode_line_break_in_a_path_does_not_split_a_json_log_line(keyed_json_api, separator):
+    """Readers that split on Unicode line breaks (Python's splitlines, JavaScript) see one line per record."""
+    marker = f"forged-{separator[-2:]}"
+    response = httpx.get(f"{keyed_json_api.extra['url']}/v1/models{separator}{marker}", timeout=10)
+    assert response.status_code == 401
+    time.sleep(0.5)
+    lines = [line for line in keyed_json_api.log().splitlines() if marker in line]
+    assert lines, "the request was not logged"
+    assert all(line.startswith("{") for line in lines), lines  # no line begins inside a record

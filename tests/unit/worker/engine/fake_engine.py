@@ -22,11 +22,14 @@ from worker.engine.scheduler import Scheduler
 from worker.metrics import EngineMetrics
 
 
-def fake_model(pass_seconds: float):
+def fake_model(pass_seconds: float, connection: socket.socket | None = None):
     """`launch` of a model that scores a pair as its first token; a batch holding token 666 fails when awaited,
-    as a CUDA error surfaces when the device is synchronised."""
+    as a CUDA error surfaces when the device is synchronised; one holding token 667 makes the engine send a
+    RESULT frame too short to hold a result (a broken stream)."""
 
     def launch(pairs):
+        if connection is not None and (pairs.input_ids == 667).any():
+            connection.sendall(protocol.HEADER.pack(3, Kind.RESULT) + b"bad")
         time.sleep(pass_seconds)
         logits = pairs.input_ids[pairs.starts].astype(np.float32)
 
@@ -52,7 +55,7 @@ def main() -> int:
         connection.sendall(protocol.encode_json(Kind.FATAL, {"message": args.fatal}))
         return 2
     connection.sendall(protocol.encode_json(Kind.READY, {"device": "cpu", "max_seq_len": 512, "pid": 0}))
-    Engine(connection, fake_model(args.pass_seconds), Scheduler(max_batch_tokens=64), EngineMetrics(),
+    Engine(connection, fake_model(args.pass_seconds, connection), Scheduler(max_batch_tokens=64), EngineMetrics(),
            overlap=args.overlap).run()
     return 0
 

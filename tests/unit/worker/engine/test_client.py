@@ -100,6 +100,22 @@ def test_a_killed_engine_fails_what_it_held_at_once_and_a_new_one_takes_over(eng
     assert engine.score(pairs(9)).result(10).tolist() == [9.0]
 
 
+def test_a_frame_that_makes_no_sense_stops_the_engine_and_a_new_one_takes_over(engine):
+    """A RESULT frame too short for its header (struct.error): the client closes the socket and kills the engine,
+    what it held fails at once, and a new engine serves, as after a crash (before: the worker stayed stuck)."""
+    broken_pid = engine.pid
+    held = engine.score(pairs(667))
+    with pytest.raises(RerankError) as caught:
+        held.result(10)
+    assert caught.value.type is ErrorType.UNAVAILABLE
+    assert engine.events["down"].wait(10), "the engine was neither killed nor restarted"
+    assert engine.events["up"].wait(30)
+    assert engine.pid != broken_pid
+    with pytest.raises(ProcessLookupError):
+        os.kill(broken_pid, 0)
+    assert engine.score(pairs(9)).result(10).tolist() == [9.0]
+
+
 def test_an_engine_that_cannot_load_its_model_says_why():
     client = EngineClient(argv=FAKE + ["--fatal", "model 'x' does not exist"])
     with pytest.raises(ModelLoadError, match="model 'x' does not exist"):

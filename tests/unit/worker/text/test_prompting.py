@@ -130,3 +130,31 @@ def test_a_long_passage_is_prompted_as_windows_of_its_own_text(family, request):
         encoder.encode_windows(QUERY, ["bananas", passage], "NONE", max_windows=2, overlap=8)
     with pytest.raises(RerankError, match=f"the request needs {len(windows)} windows"):  # from lengths, unbuilt
         encoder.encode_windows(QUERY, ["bananas", passage], "NONE", max_windows=16, overlap=8, max_total=len(windows) - 1)
+
+
+def test_tokenizing_stops_once_the_request_s_deadline_has_passed(qwen3_model_dir, monkeypatch):
+    """Prompted pairs are tokenized a slice at a time; past the deadline the rest is never tokenized."""
+    import time
+
+    from worker.text import prompting
+
+    encoder, _ = setup(qwen3_model_dir)
+    tokenized = []
+    real = encoder.tokenizer.encode_batch
+
+    class Counting:
+        def __getattr__(self, name):
+            return getattr(real.__self__, name)
+
+        def encode_batch(self, texts, **options):
+            tokenized.extend(texts)
+            time.sleep(0.2)  # a slow slice: the deadline passes during the first one
+            return real(texts, **options)
+
+    monkeypatch.setattr(encoder, "tokenizer", Counting())
+    passages = ["a passage"] * (prompting.TOKENIZE_SLICE * 4)
+    with pytest.raises(RerankError) as caught:
+        encoder.encode("q", passages, "END", instruction="Find it", deadline=time.time() + 0.1)
+    assert caught.value.type is ErrorType.TIMEOUT
+    assert len(tokenized) == prompting.TOKENIZE_SLICE
+    assert len(encoder.encode("q", passages[:3], "END", deadline=time.time() + 60)) == 3
