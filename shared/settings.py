@@ -9,13 +9,15 @@ from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsConfigDict
+
+from shared.job_settings import JobSettings
 
 SHORT_API_KEY_CHARS = 16  # a key shorter than this is accepted, with a warning at the API's start
 
 
-class Settings(BaseSettings):
-    """Configuration shared by the API, the workers and `rerank-fleet up`."""
+class Settings(JobSettings):
+    """Configuration shared by the API, the workers and `rerank-fleet up` (the batch-job fields: JobSettings)."""
 
     model_config = SettingsConfigDict(env_prefix="RERANK_", env_file=None, extra="ignore", populate_by_name=True)
 
@@ -107,6 +109,14 @@ class Settings(BaseSettings):
     request_timeout: float = Field(
         60.0, gt=0, description="Seconds the API waits for a worker's answer before replying 504."
     )
+    gpu_forward_ms: float = Field(
+        8.0,
+        ge=0,
+        description="On CUDA, interactive forward passes grow from RERANK_MAX_BATCH_TOKENS until one takes about "
+        "this long at the measured throughput (at most 8 times that budget), so a small model's pass is long "
+        "enough for the host to keep the GPU fed while a request still waits at most one pass. 0: the fixed "
+        "token budget. CPU passes always keep the fixed budget.",
+    )
 
     # --- backpressure and input limits -------------------------------------------------------
     max_queued_requests: int = Field(
@@ -137,70 +147,6 @@ class Settings(BaseSettings):
         2048, ge=64,
         description="`maxmemory` (MiB) of the Redis that `rerank-fleet up` embeds, with `noeviction`: past it, "
         "writes (new requests, job uploads) fail and nothing stored is evicted; /metrics reports it.",
-    )  # fmt: skip
-
-    # --- batch jobs --------------------------------------------------------------------------
-    job_ttl: int = Field(
-        86400, ge=1, description="Seconds a batch job (its state and results) is kept after it is submitted or finished."
-    )
-    job_max_requests: int = Field(100_000, ge=1, description="Most ranking requests in one batch job (413 beyond).")
-    job_max_upload_bytes: int = Field(
-        256 * 1024 * 1024, ge=1024, description="Largest batch-job upload, NDJSON or JSON, in bytes (413 beyond)."
-    )
-    job_chunk_pairs: int = Field(
-        256, ge=1, description="Pairs per chunk task a batch job is split into, a passage counted as the windows it "
-        "may need (its request's max_chunks_per_passage).",
-    )  # fmt: skip
-    job_window: int = Field(
-        8, ge=1, description="Chunks of one job queued at a time; each finished chunk queues the next."
-    )
-    gpu_forward_ms: float = Field(
-        8.0,
-        ge=0,
-        description="On CUDA, interactive forward passes grow from RERANK_MAX_BATCH_TOKENS until one takes about "
-        "this long at the measured throughput (at most 8 times that budget), so a small model's pass is long "
-        "enough for the host to keep the GPU fed while a request still waits at most one pass. 0: the fixed "
-        "token budget. CPU passes always keep the fixed budget.",
-    )
-    job_batch_tokens: int = Field(
-        8192, ge=64,
-        description="Most tokens a batch-job forward pass grows to (see RERANK_JOB_FORWARD_MS); a job pass is never "
-        "smaller than an interactive one (RERANK_MAX_BATCH_TOKENS).",
-    )
-    job_forward_ms: float = Field(
-        100.0,
-        gt=0,
-        description="Batch-job forward passes grow past an interactive pass's size up to what takes about this long "
-        "at the measured throughput (at most RERANK_JOB_BATCH_TOKENS), so an interactive request waits at most "
-        "one such pass behind a job.",
-    )
-    job_visibility_timeout: int = Field(
-        600, ge=2, description="Seconds before a chunk taken by a worker that died is handed to another worker."
-    )
-    job_concurrency: int = Field(
-        4, ge=1,
-        description="Batch-job chunks one worker scores at once; further chunks wait in the queue, so that jobs never "
-        "hold the task threads interactive requests need (RERANK_WORKER_CONCURRENCY).",
-    )  # fmt: skip
-    job_max_active: int = Field(
-        16, ge=1,
-        description="Unfinished batch jobs one caller (API key, or client address without keys) may have; beyond it "
-        "429 with Retry-After.",
-    )  # fmt: skip
-    job_max_staged_bytes: int = Field(
-        1024 * 1024 * 1024, ge=1024,
-        description="Bytes one caller's batch jobs may store in Redis (requests, error lines, custom ids, results), "
-        "each job's counted until it expires, finished or not; beyond it 429 with Retry-After, and nothing of the "
-        "refused job is kept.",
-    )  # fmt: skip
-    job_max_spool_bytes: int = Field(
-        64 * 1024 * 1024, ge=0,
-        description="Bytes of requests a JSON job upload may hold in its spool while its `model` or `truncate` is "
-        "not yet read (they come after `requests`); beyond it 413. Put both before `requests` to need none.",
-    )  # fmt: skip
-    job_spool_dir: Path | None = Field(
-        None, description="Directory of the spool files of JSON job uploads (past 4 MiB). Default: the system's "
-        "temporary directory (TMPDIR, else /tmp).",
     )  # fmt: skip
 
     # --- connections -------------------------------------------------------------------------
