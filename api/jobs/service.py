@@ -142,8 +142,8 @@ class JobService:
             raise
         job = await self._store.get(job_id)
         assert job is not None
-        if job.status == "cancelled" and chunks:  # cancelled while its upload was read: drop what came after
-            await self._store.drop_chunks(job_id, chunks)
+        if job.status == "cancelled" and staged.chunks:  # cancelled while its upload was read: drop what came after
+            await self._store.drop_chunks(job_id, staged.chunks)
         return job, True
 
     async def _discard(self, job_id: str, chunks: int, caller: str, idempotency_key: str | None) -> None:

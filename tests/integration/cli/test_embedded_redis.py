@@ -4,7 +4,6 @@ warning when only an affected one is, normal clients' output buffers capped, and
 from __future__ import annotations
 
 import gzip
-import os
 import socket
 import time
 
