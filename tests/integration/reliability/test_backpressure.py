@@ -14,6 +14,7 @@ import tritonclient.grpc
 from celery import Celery
 
 from shared.celery_app import RANK_TASK, interactive_queue
+from shared.errors import ErrorAnswer
 from shared.schemas import ErrorEnvelope, RankTask
 from shared.task_keys import admitted_key, task_cancelled_key
 from tests.processes import silent_worker, start_api, worker_report
@@ -114,7 +115,9 @@ def test_a_client_that_disconnects_frees_its_place_and_its_task_is_cancelled(log
             error = _grpc_infer(api.extra["grpc"], "leaving_model", timeout=1)
             assert error is not None and error.status() == "StatusCode.DEADLINE_EXCEEDED"
             deadline = time.monotonic() + 5
-            while not set(client.keys(task_cancelled_key("*"))) - before and time.monotonic() < deadline:
+            # the task is marked cancelled, then the place is given back: wait for both, as for HTTP above
+            while (not set(client.keys(task_cancelled_key("*"))) - before or client.zcard(admitted_key(model_id))) \
+                    and time.monotonic() < deadline:
                 time.sleep(0.05)
             assert set(client.keys(task_cancelled_key("*"))) - before
             assert client.zcard(admitted_key(model_id)) == 0
@@ -137,8 +140,11 @@ def test_a_worker_skips_requests_past_their_deadline_or_cancelled(bert_stack):
         celery.send_task(RANK_TASK, args=[payload], task_id=task_id, queue=interactive_queue(bert_stack.model_id))
         for payload, task_id in ((expired, None), (live, cancelled_id))
     ]
-    # an error answer is a FAILURE (Flower counts it), its error in the raised ErrorAnswer
-    errors = [r.get(timeout=30, propagate=False).error for r in results]
+    # an error answer is a FAILURE (Flower counts it), its error in the raised ErrorAnswer (Celery rebuilds it
+    # from its module only where that is imported already, as in the API: imported above, not by chance)
+    answers = [r.get(timeout=30, propagate=False) for r in results]
+    assert all(isinstance(answer, ErrorAnswer) for answer in answers), answers
+    errors = [answer.error for answer in answers]
     assert [r.state for r in results] == ["FAILURE", "FAILURE"]
     assert [e["type"] for e in errors] == ["timeout_error", "timeout_error"]
     assert "deadline" in errors[0]["message"] and "gave up" in errors[1]["message"]
